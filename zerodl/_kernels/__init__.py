@@ -1,0 +1,139 @@
+"""The kernel table: one function per name, per backend.
+
+Every backend is a module exposing functions with the names in :data:`KERNEL_NAMES` and
+identical signatures.  ``_reference`` (NumPy) has all of them; the compiled Cython modules
+listed in :data:`CYTHON_MODULES` have as many as are written so far, and the cython table
+takes the reference for the rest - recorded in :func:`fallbacks`, never silently.
+
+Layers, optimizers and networks reach kernels only through :data:`ops`, whose attributes
+are looked up in the table of the backend active in the calling context.
+"""
+from __future__ import annotations
+
+import importlib
+
+KERNEL_NAMES = (
+    # affine and activations
+    "affine_forward", "affine_backward",
+    "relu_forward", "relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
+    # loss
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    # normalisation
+    "batchnorm_forward_train", "batchnorm_forward_infer", "batchnorm_backward",
+    "spatial_batchnorm_forward_train", "spatial_batchnorm_forward_infer",
+    "spatial_batchnorm_backward",
+    "layernorm_forward", "layernorm_backward",
+    "instancenorm_forward", "instancenorm_backward",
+    # masks
+    "dropout_forward", "dropout_backward",
+    # convolution and pooling
+    "im2col", "col2im", "conv_forward", "conv_backward",
+    "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    # optimizer updates, in place over lists of arrays
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update",
+    "rmsprop_update", "adam_update", "adamw_update",
+)
+
+# Compiled modules of the cython backend, in zerodl/_kernels/<name>.pyx.
+CYTHON_MODULES = ("conv", "activation", "affine", "loss", "batchnorm", "optim", "pool",
+                  "dropout")
+
+_tables: dict[str, dict] = {}
+_cython_fallbacks: tuple[str, ...] = ()
+_cython_compiled: dict[str, str] = {}
+_cython_error: str | None = None
+_cython_loaded = False
+
+
+def _load_cython() -> None:
+    """Import every compiled module once; remember which kernels they provide."""
+    global _cython_loaded, _cython_error, _cython_fallbacks
+    if _cython_loaded:
+        return
+    _cython_loaded = True
+    from . import _reference
+
+    found: dict[str, object] = {}
+    errors = []
+    for mod_name in CYTHON_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{mod_name}")
+        except ImportError as exc:
+            errors.append(f"{mod_name}: {exc}")
+            continue
+        for name in KERNEL_NAMES:
+            fn = getattr(mod, name, None)
+            if fn is not None:
+                found[name] = fn
+                _cython_compiled[name] = mod_name
+    if not found:
+        _cython_error = "; ".join(errors) or "no compiled kernel modules found"
+        return
+    table = {}
+    fallbacks = []
+    for name in KERNEL_NAMES:
+        if name in found:
+            table[name] = found[name]
+        else:
+            table[name] = getattr(_reference, name)
+            fallbacks.append(name)
+    _cython_fallbacks = tuple(fallbacks)
+    _tables["cython"] = table
+
+
+def cython_available() -> bool:
+    _load_cython()
+    return "cython" in _tables
+
+
+def cython_import_error() -> str | None:
+    _load_cython()
+    return _cython_error
+
+
+def fallbacks() -> tuple[str, ...]:
+    """Kernels the cython backend does not have yet and takes from the reference."""
+    _load_cython()
+    return _cython_fallbacks
+
+
+def compiled_kernels() -> dict[str, str]:
+    """Kernel name -> compiled module that provides it."""
+    _load_cython()
+    return dict(_cython_compiled)
+
+
+def table(backend: str) -> dict:
+    """The kernel table of a backend ('numpy' or 'cython')."""
+    if backend not in _tables:
+        if backend == "numpy":
+            from . import _reference
+            _tables["numpy"] = {name: getattr(_reference, name) for name in KERNEL_NAMES}
+        elif backend == "cython":
+            _load_cython()
+            if "cython" not in _tables:
+                raise ImportError(f"cython backend unavailable: {_cython_error}")
+        else:
+            raise ValueError(f"unknown backend {backend!r}; choose cython or numpy")
+    return _tables[backend]
+
+
+class _Ops:
+    """``ops.<kernel>`` is the kernel of the backend active in the calling context."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        from .._config import get_backend
+        try:
+            return table(get_backend())[name]
+        except KeyError:
+            raise AttributeError(f"no kernel named {name!r}") from None
+
+    def __dir__(self):
+        return list(KERNEL_NAMES)
+
+
+ops = _Ops()

@@ -1,0 +1,163 @@
+"""Argument checks shared by every backend.
+
+Both backends call these before doing any work, so a bad argument fails the same way
+(same exception type, same message) whichever backend runs, and the compiled loops only
+ever see arrays whose shapes, dtypes and ranges have been checked.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_array(name: str, a, ndim: int | None = None, min_ndim: int | None = None):
+    """``a`` must be a float32/float64 ndarray (of ``ndim`` dimensions if given)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, "
+                        f"got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if min_ndim is not None and a.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {a.shape}")
+    return a
+
+
+def same_dtype(**arrays) -> np.dtype:
+    """All the named arrays share one dtype; returns it."""
+    items = list(arrays.items())
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if a.dtype != first.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but {first_name} has {first.dtype}; "
+                            "they must match")
+    return first.dtype
+
+
+def shape_is(name: str, a: np.ndarray, shape: tuple, what: str = "") -> None:
+    if a.shape != tuple(shape):
+        extra = f" ({what})" if what else ""
+        raise ValueError(f"{name} must have shape {tuple(shape)}{extra}, got {a.shape}")
+
+
+def writable(name: str, a: np.ndarray) -> None:
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only but is updated in place")
+
+
+def positive_int(name: str, value) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    return v
+
+
+def nonneg_int(name: str, value) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def real(name: str, value, low: float | None = None, high: float | None = None,
+         low_open: bool = False) -> float:
+    """A finite real number, optionally within [low, high] (or (low, high])."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be <= {high}, got {v}")
+    return v
+
+
+def conv_geometry(in_h: int, in_w: int, filter_h, filter_w, stride, pad,
+                  what: str = "filter") -> tuple[int, int, int, int, int, int]:
+    """Check a sliding-window geometry; returns (filter_h, filter_w, stride, pad, out_h, out_w)."""
+    fh = positive_int(f"{what}_h", filter_h)
+    fw = positive_int(f"{what}_w", filter_w)
+    s = positive_int("stride", stride)
+    p = nonneg_int("pad", pad)
+    if fh > in_h + 2 * p or fw > in_w + 2 * p:
+        raise ValueError(f"{what} {fh}x{fw} is larger than the padded input "
+                         f"{in_h + 2 * p}x{in_w + 2 * p}")
+    return fh, fw, s, p, (in_h + 2 * p - fh) // s + 1, (in_w + 2 * p - fw) // s + 1
+
+
+def image_shape(name: str, shape) -> tuple[int, int, int, int]:
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of 4 integers (N, C, H, W), got {shape!r}") from None
+    if len(dims) != 4 or min(dims) < 0:
+        raise ValueError(f"{name} must be 4 non-negative integers (N, C, H, W), got {shape!r}")
+    return dims
+
+
+def labels(t, n: int, classes: int, dtype: np.dtype):
+    """Integer labels (N,) in [0, classes) or one-hot/soft targets (N, classes).
+
+    Returns ``(t, is_index)`` with index labels as intp and targets cast to ``dtype``.
+    """
+    if not isinstance(t, np.ndarray):
+        raise TypeError(f"t must be a numpy.ndarray of labels, got {type(t).__name__}")
+    if t.dtype.kind in "iu" and t.ndim == 1:
+        if t.shape[0] != n:
+            raise ValueError(f"t must have {n} labels (one per row of x), got {t.shape[0]}")
+        if n and (t.min() < 0 or t.max() >= classes):
+            raise ValueError(f"t labels must lie in [0, {classes}), got range "
+                             f"[{t.min()}, {t.max()}]")
+        return t.astype(np.intp, copy=False), True
+    if t.dtype.kind in "fiub" and t.ndim == 2:
+        if t.shape != (n, classes):
+            raise ValueError(f"one-hot t must have shape {(n, classes)}, got {t.shape}")
+        return t.astype(dtype, copy=False), False
+    if t.dtype.kind in "cOSUV":
+        raise TypeError(f"t must hold integer labels or real one-hot rows, got dtype {t.dtype}")
+    raise ValueError(f"t must be 1-D integer labels of length {n} or one-hot of shape "
+                     f"{(n, classes)}, got dtype {t.dtype} and shape {t.shape}")
+
+
+def mask(name: str, m, shape: tuple) -> np.ndarray:
+    if not isinstance(m, np.ndarray) or m.dtype != np.bool_:
+        raise TypeError(f"{name} must be a numpy.ndarray of bool")
+    shape_is(name, m, shape, "the shape of the masked array")
+    return m
+
+
+def update_lists(params, grads, **states) -> np.dtype | None:
+    """Parallel lists of parameter, gradient and state arrays for an in-place update."""
+    for name, seq in (("params", params), ("grads", grads), *states.items()):
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list of arrays, got {type(seq).__name__}")
+    n = len(params)
+    for name, seq in (("grads", grads), *states.items()):
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} arrays but params has {n}")
+    for i, p in enumerate(params):
+        float_array(f"params[{i}]", p)
+        writable(f"params[{i}]", p)
+        g = float_array(f"grads[{i}]", grads[i])
+        shape_is(f"grads[{i}]", g, p.shape, f"the shape of params[{i}]")
+        same_dtype(**{f"params[{i}]": p, f"grads[{i}]": g})
+        for name, seq in states.items():
+            s = float_array(f"{name}[{i}]", seq[i])
+            shape_is(f"{name}[{i}]", s, p.shape, f"the shape of params[{i}]")
+            same_dtype(**{f"params[{i}]": p, f"{name}[{i}]": s})
+            writable(f"{name}[{i}]", s)
+    return params[0].dtype if n else None

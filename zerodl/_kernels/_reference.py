@@ -1,0 +1,585 @@
+"""NumPy reference of every kernel: the oracle for the compiled backend and its fallback.
+
+Each function checks its arguments with :mod:`._checks` (the compiled kernels call the
+same checks), keeps the dtype of its inputs (float32 stays float32) and never writes to
+an input it does not document as updated in place.  Reductions over float32 data are
+accumulated in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks as chk
+
+
+def _sum0(a: np.ndarray) -> np.ndarray:
+    """Column sums accumulated in float64, returned in a's dtype."""
+    return a.sum(axis=0, dtype=np.float64).astype(a.dtype, copy=False)
+
+
+# ---------------------------------------------------------------- affine
+
+def affine_forward(x, W, b):
+    """out = x @ W + b for x (N, D), W (D, M), b (M,)."""
+    chk.float_array("x", x, 2)
+    chk.float_array("W", W, 2)
+    chk.float_array("b", b, 1)
+    chk.same_dtype(x=x, W=W, b=b)
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    chk.shape_is("b", b, (W.shape[1],), "one bias per column of W")
+    out = x @ W
+    out += b
+    return out
+
+
+def affine_backward(dout, x, W):
+    """Gradients of affine_forward: (dx, dW, db)."""
+    chk.float_array("dout", dout, 2)
+    chk.float_array("x", x, 2)
+    chk.float_array("W", W, 2)
+    chk.same_dtype(dout=dout, x=x, W=W)
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    chk.shape_is("dout", dout, (x.shape[0], W.shape[1]), "(rows of x, columns of W)")
+    return dout @ W.T, x.T @ dout, _sum0(dout)
+
+
+# ---------------------------------------------------------------- activations
+
+def _pair(dout, out):
+    chk.float_array("dout", dout)
+    chk.float_array("out", out)
+    chk.same_dtype(dout=dout, out=out)
+    chk.shape_is("dout", dout, out.shape, "the shape of out")
+
+
+def relu_forward(x):
+    chk.float_array("x", x)
+    return np.maximum(x, 0)
+
+
+def relu_backward(dout, out):
+    """dx = dout where the forward output was positive (x > 0), else 0."""
+    _pair(dout, out)
+    return np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+def sigmoid_forward(x):
+    # 0.5 * (1 + tanh(x / 2)) is the logistic function without overflow for large |x|.
+    chk.float_array("x", x)
+    out = np.tanh(x * 0.5)
+    out += 1
+    out *= 0.5
+    return out
+
+
+def sigmoid_backward(dout, out):
+    _pair(dout, out)
+    return dout * (1 - out) * out
+
+
+def tanh_forward(x):
+    chk.float_array("x", x)
+    return np.tanh(x)
+
+
+def tanh_backward(dout, out):
+    _pair(dout, out)
+    return dout * (1 - out * out)
+
+
+# ---------------------------------------------------------------- loss
+
+def softmax_cross_entropy_forward(x, t):
+    """Mean cross-entropy of softmax(x) against labels t; returns (loss, softmax(x)).
+
+    t is integer labels (N,) or one-hot/soft targets (N, C).  log-softmax is computed
+    as x - max - log(sum(exp(x - max))), exact and free of log(0).  An empty batch has
+    loss 0.
+    """
+    chk.float_array("x", x, 2)
+    n, c = x.shape
+    if c < 1:
+        raise ValueError("x must have at least one class column")
+    t, is_index = chk.labels(t, n, c, x.dtype)
+    shifted = x - x.max(axis=1, keepdims=True) if n else x.copy()
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True, dtype=np.float64)
+    y = (exp / total).astype(x.dtype, copy=False)
+    log_total = np.log(total)
+    if is_index:
+        picked = shifted[np.arange(n), t].astype(np.float64)
+        loss_sum = float(np.sum(log_total[:, 0] - picked))
+    else:
+        loss_sum = float(np.sum(t * (log_total - shifted), dtype=np.float64))
+    return loss_sum / max(n, 1), y
+
+
+def softmax_cross_entropy_backward(y, t, dout=1.0):
+    """dx = dout * (y - onehot(t)) / N."""
+    chk.float_array("y", y, 2)
+    n, c = y.shape
+    t, is_index = chk.labels(t, n, c, y.dtype)
+    scale = chk.real("dout", dout) / max(n, 1)
+    dx = y.copy()
+    if is_index:
+        dx[np.arange(n), t] -= 1
+    else:
+        dx -= t
+    dx *= scale
+    return dx
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+def _norm_params(x, gamma, beta, features: int):
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("beta", beta, 1)
+    chk.same_dtype(x=x, gamma=gamma, beta=beta)
+    chk.shape_is("gamma", gamma, (features,), "one per feature of x")
+    chk.shape_is("beta", beta, (features,), "one per feature of x")
+
+
+def _running(x, running_mean, running_var, features: int):
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        chk.float_array(name, r, 1)
+        chk.shape_is(name, r, (features,), "one per feature of x")
+        chk.same_dtype(x=x, **{name: r})
+
+
+def _bn_train(x2, gamma, beta, running_mean, running_var, momentum, eps):
+    """Batch norm over the rows of a 2-D array; updates the running statistics."""
+    mean = x2.mean(axis=0, dtype=np.float64)
+    centred = x2 - mean
+    var = np.mean(centred * centred, axis=0)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    xhat = (centred * inv_std).astype(x2.dtype, copy=False)
+    out = xhat * gamma + beta
+    running_mean *= momentum
+    running_mean += ((1 - momentum) * mean).astype(running_mean.dtype)
+    running_var *= momentum
+    running_var += ((1 - momentum) * var).astype(running_var.dtype)
+    return out, xhat, inv_std.astype(x2.dtype)
+
+
+def _bn_backward(dout2, xhat2, gamma, inv_std):
+    """dx = gamma*inv_std/N * (N*dout - sum(dout) - xhat*sum(dout*xhat)), per column."""
+    n = dout2.shape[0]
+    dbeta = dout2.sum(axis=0, dtype=np.float64)
+    dgamma = np.sum(dout2 * xhat2, axis=0, dtype=np.float64)
+    dx = (gamma * inv_std / n) * (n * dout2 - dbeta - xhat2 * dgamma)
+    dtype = dout2.dtype
+    return dx.astype(dtype, copy=False), dgamma.astype(dtype), dbeta.astype(dtype)
+
+
+def _check_bn_common(momentum, eps):
+    return chk.real("momentum", momentum, 0.0, 1.0), chk.real("eps", eps, 0.0, low_open=True)
+
+
+def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-6):
+    """Training-mode batch norm of x (N, D) per column; returns (out, xhat, inv_std).
+
+    running_mean/var (D,) are updated in place: r = momentum*r + (1-momentum)*batch,
+    with the biased batch variance (the book's convention).
+    """
+    chk.float_array("x", x, 2)
+    if x.shape[0] < 1:
+        raise ValueError("x must have at least one row to compute batch statistics")
+    _norm_params(x, gamma, beta, x.shape[1])
+    _running(x, running_mean, running_var, x.shape[1])
+    chk.writable("running_mean", running_mean)
+    chk.writable("running_var", running_var)
+    momentum, eps = _check_bn_common(momentum, eps)
+    return _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+
+
+def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
+    """Inference-mode batch norm with the running statistics."""
+    chk.float_array("x", x, 2)
+    _norm_params(x, gamma, beta, x.shape[1])
+    _running(x, running_mean, running_var, x.shape[1])
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    scale = gamma / np.sqrt(running_var + eps)
+    return ((x - running_mean) * scale + beta).astype(x.dtype, copy=False)
+
+
+def _check_bn_backward(dout, xhat, gamma, inv_std, features_axis_shape):
+    chk.float_array("dout", dout)
+    chk.float_array("xhat", xhat)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 1)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, features_axis_shape, "one per feature")
+    chk.shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
+
+
+def batchnorm_backward(dout, xhat, gamma, inv_std):
+    """Gradients of batch norm over the rows of (N, D): (dx, dgamma, dbeta)."""
+    chk.float_array("dout", dout, 2)
+    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    return _bn_backward(dout, xhat, gamma, inv_std)
+
+
+def _to_rows(x4):
+    """(N, C, H, W) -> (N*H*W, C): each channel becomes a column."""
+    n, c, h, w = x4.shape
+    return x4.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def _from_rows(x2, shape):
+    n, c, h, w = shape
+    return np.ascontiguousarray(x2.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+
+
+def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
+                                    momentum=0.9, eps=1e-6):
+    """Batch norm of x (N, C, H, W) per channel over (N, H, W), like BatchNorm2d."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    if n * h * w < 1:
+        raise ValueError("x must have at least one value per channel to compute batch statistics")
+    _norm_params(x, gamma, beta, c)
+    _running(x, running_mean, running_var, c)
+    chk.writable("running_mean", running_mean)
+    chk.writable("running_var", running_var)
+    momentum, eps = _check_bn_common(momentum, eps)
+    out, xhat, inv_std = _bn_train(_to_rows(x), gamma, beta, running_mean, running_var,
+                                   momentum, eps)
+    return _from_rows(out, x.shape), _from_rows(xhat, x.shape), inv_std
+
+
+def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
+    chk.float_array("x", x, 4)
+    c = x.shape[1]
+    _norm_params(x, gamma, beta, c)
+    _running(x, running_mean, running_var, c)
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    scale = (gamma / np.sqrt(running_var + eps)).reshape(1, c, 1, 1)
+    shift = (beta - running_mean * scale.ravel()).reshape(1, c, 1, 1)
+    return (x * scale + shift).astype(x.dtype, copy=False)
+
+
+def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 4)
+    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    dx, dgamma, dbeta = _bn_backward(_to_rows(dout), _to_rows(xhat), gamma, inv_std)
+    return _from_rows(dx, dout.shape), dgamma, dbeta
+
+
+# ---------------------------------------------------------------- layer / instance norm
+
+def _rownorm(x2, eps):
+    """Normalise each row of a 2-D array; returns (xhat, inv_std)."""
+    mean = x2.mean(axis=1, keepdims=True, dtype=np.float64)
+    centred = x2 - mean
+    var = np.mean(centred * centred, axis=1, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    return (centred * inv_std).astype(x2.dtype, copy=False), inv_std[:, 0].astype(x2.dtype)
+
+
+def _rownorm_backward(dxhat2, xhat2, inv_std):
+    """d/dx of row normalisation: inv_std/D * (D*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat))."""
+    d = dxhat2.shape[1]
+    s1 = dxhat2.sum(axis=1, keepdims=True, dtype=np.float64)
+    s2 = np.sum(dxhat2 * xhat2, axis=1, keepdims=True, dtype=np.float64)
+    dx = (inv_std[:, None] / max(d, 1)) * (d * dxhat2 - s1 - xhat2 * s2)
+    return dx.astype(dxhat2.dtype, copy=False)
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
+    chk.float_array("x", x, 2)
+    _norm_params(x, gamma, beta, x.shape[1])
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    xhat, inv_std = _rownorm(x, eps)
+    return xhat * gamma + beta, xhat, inv_std
+
+
+def layernorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 2)
+    chk.float_array("xhat", xhat, 2)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 1)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
+    chk.shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
+    dx = _rownorm_backward(dout * gamma, xhat, inv_std)
+    return dx, _sum0(dout * xhat), _sum0(dout)
+
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    _norm_params(x, gamma, beta, c)
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    xhat2, inv_std = _rownorm(x.reshape(n * c, h * w), eps)
+    xhat = xhat2.reshape(x.shape)
+    out = xhat * gamma.reshape(1, c, 1, 1) + beta.reshape(1, c, 1, 1)
+    return out, xhat, inv_std.reshape(n, c)
+
+
+def instancenorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 4)
+    chk.float_array("xhat", xhat, 4)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 2)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    n, c, h, w = dout.shape
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, (c,), "one per channel")
+    chk.shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
+    dxhat = dout * gamma.reshape(1, c, 1, 1)
+    dx = _rownorm_backward(dxhat.reshape(n * c, h * w), xhat.reshape(n * c, h * w),
+                           inv_std.reshape(n * c)).reshape(dout.shape)
+    dgamma = np.sum(dout * xhat, axis=(0, 2, 3), dtype=np.float64).astype(dout.dtype)
+    dbeta = np.sum(dout, axis=(0, 2, 3), dtype=np.float64).astype(dout.dtype)
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------- dropout
+
+def dropout_forward(x, mask, scale=1.0):
+    """out = x * mask * scale (mask: bool, same shape)."""
+    chk.float_array("x", x)
+    chk.mask("mask", mask, x.shape)
+    scale = chk.real("scale", scale)
+    out = np.where(mask, x, 0).astype(x.dtype, copy=False)
+    if scale != 1.0:
+        out *= scale
+    return out
+
+
+def dropout_backward(dout, mask, scale=1.0):
+    chk.float_array("dout", dout)
+    chk.mask("mask", mask, dout.shape)
+    scale = chk.real("scale", scale)
+    dx = np.where(mask, dout, 0).astype(dout.dtype, copy=False)
+    if scale != 1.0:
+        dx *= scale
+    return dx
+
+
+# ---------------------------------------------------------------- im2col / convolution
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0):
+    """Patches of x (N, C, H, W) as rows: (N*OH*OW, C*FH*FW), rows by (n, oy, ox),
+    columns by (c, fy, fx)."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
+    img = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+    col = np.empty((n, c, fh, fw, oh, ow), dtype=x.dtype)
+    for fy in range(fh):
+        y_end = fy + s * oh
+        for fx in range(fw):
+            x_end = fx + s * ow
+            col[:, :, fy, fx] = img[:, :, fy:y_end:s, fx:x_end:s]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * fh * fw)
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Inverse layout of im2col, summing where patches overlap."""
+    chk.float_array("col", col, 2)
+    n, c, h, w = chk.image_shape("input_shape", input_shape)
+    fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
+    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "(N*OH*OW, C*FH*FW)")
+    cols = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((n, c, h + 2 * p + s - 1, w + 2 * p + s - 1), dtype=col.dtype)
+    for fy in range(fh):
+        y_end = fy + s * oh
+        for fx in range(fw):
+            x_end = fx + s * ow
+            img[:, :, fy:y_end:s, fx:x_end:s] += cols[:, :, fy, fx]
+    return np.ascontiguousarray(img[:, :, p:h + p, p:w + p])
+
+
+def conv_forward(x, W, b, stride=1, pad=0):
+    """Convolution of x (N, C, H, W) with W (FN, C, FH, FW) plus b (FN,).
+
+    Returns (out (N, FN, OH, OW), col) where col = im2col(x) is kept for the backward.
+    """
+    chk.float_array("x", x, 4)
+    chk.float_array("W", W, 4)
+    chk.float_array("b", b, 1)
+    chk.same_dtype(x=x, W=W, b=b)
+    fn, c, fh, fw = W.shape
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} channels but W expects {c}")
+    chk.shape_is("b", b, (fn,), "one bias per filter")
+    n, _, h, w = x.shape
+    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    col = im2col(x, fh, fw, s, p)
+    out = col @ W.reshape(fn, -1).T
+    out += b
+    return np.ascontiguousarray(out.reshape(n, oh, ow, fn).transpose(0, 3, 1, 2)), col
+
+
+def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
+    """Gradients of conv_forward: (dx, dW, db)."""
+    chk.float_array("dout", dout, 4)
+    chk.float_array("col", col, 2)
+    chk.float_array("W", W, 4)
+    chk.same_dtype(dout=dout, col=col, W=W)
+    n, c, h, w = chk.image_shape("x_shape", x_shape)
+    fn, wc, fh, fw = W.shape
+    if wc != c:
+        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
+    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    chk.shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
+    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
+    d2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+    db = _sum0(d2)
+    dW = (d2.T @ col).reshape(W.shape)
+    dcol = d2 @ W.reshape(fn, -1)
+    return col2im(dcol, (n, c, h, w), fh, fw, s, p), dW, db
+
+
+# ---------------------------------------------------------------- pooling
+
+def _pool_setup(x, pool_h, pool_w, stride, pad):
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    ph, pw, s, p, oh, ow = chk.conv_geometry(h, w, pool_h, pool_w, stride, pad, what="pool")
+    return n, c, h, w, ph, pw, s, p, oh, ow
+
+
+def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Max pooling; padding counts as -inf.  Returns (out, argmax) with argmax the
+    position of the maximum inside its window (fy*pool_w + fx, first one on ties)."""
+    n, c, h, w, ph, pw, s, p, oh, ow = _pool_setup(x, pool_h, pool_w, stride, pad)
+    planes = x.reshape(n * c, 1, h, w)
+    if p:
+        planes = np.pad(planes, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+    col = im2col(planes, ph, pw, s, 0)
+    argmax = col.argmax(axis=1) if col.shape[0] else np.zeros(0, dtype=np.intp)
+    out = col[np.arange(col.shape[0]), argmax]
+    return out.reshape(n, c, oh, ow), argmax.reshape(n, c, oh, ow).astype(np.intp)
+
+
+def _pool_back_setup(dout, input_shape, pool_h, pool_w, stride, pad):
+    chk.float_array("dout", dout, 4)
+    n, c, h, w = chk.image_shape("input_shape", input_shape)
+    ph, pw, s, p, oh, ow = chk.conv_geometry(h, w, pool_h, pool_w, stride, pad, what="pool")
+    chk.shape_is("dout", dout, (n, c, oh, ow), "(N, C, OH, OW) of the pooled output")
+    return n, c, h, w, ph, pw, s, p, oh, ow
+
+
+def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=2, pad=0):
+    n, c, h, w, ph, pw, s, p, oh, ow = _pool_back_setup(dout, input_shape, pool_h, pool_w,
+                                                         stride, pad)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
+        raise TypeError("argmax must be an integer numpy.ndarray from maxpool_forward")
+    chk.shape_is("argmax", argmax, dout.shape, "the shape of dout")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= ph * pw):
+        raise ValueError(f"argmax values must lie in [0, {ph * pw})")
+    dcol = np.zeros((n * c * oh * ow, ph * pw), dtype=dout.dtype)
+    dcol[np.arange(dcol.shape[0]), argmax.ravel()] = dout.ravel()
+    # Scatter back with the same padding geometry; the padded border is dropped.
+    return col2im(dcol, (n * c, 1, h, w), ph, pw, s, p).reshape(n, c, h, w)
+
+
+def avgpool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Average pooling; padded zeros count in the average (a fixed divisor ph*pw)."""
+    n, c, h, w, ph, pw, s, p, oh, ow = _pool_setup(x, pool_h, pool_w, stride, pad)
+    col = im2col(x.reshape(n * c, 1, h, w), ph, pw, s, p)
+    out = col.mean(axis=1, dtype=np.float64).astype(x.dtype, copy=False)
+    return out.reshape(n, c, oh, ow)
+
+
+def avgpool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
+    n, c, h, w, ph, pw, s, p, oh, ow = _pool_back_setup(dout, input_shape, pool_h, pool_w,
+                                                         stride, pad)
+    dcol = np.repeat(dout.reshape(-1, 1) / (ph * pw), ph * pw, axis=1).astype(dout.dtype)
+    return col2im(dcol, (n * c, 1, h, w), ph, pw, s, p).reshape(n, c, h, w)
+
+
+# ---------------------------------------------------------------- optimizer updates
+# Each updates params (and its state lists) in place, over parallel lists of arrays.
+
+def sgd_update(params, grads, lr):
+    """p -= lr * g."""
+    chk.update_lists(params, grads)
+    lr = chk.real("lr", lr)
+    for p, g in zip(params, grads):
+        p -= lr * g
+
+
+def momentum_update(params, grads, velocities, lr, momentum):
+    """v = momentum*v - lr*g; p += v."""
+    chk.update_lists(params, grads, velocities=velocities)
+    lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
+    for p, g, v in zip(params, grads, velocities):
+        v *= momentum
+        v -= lr * g
+        p += v
+
+
+def nesterov_update(params, grads, velocities, lr, momentum):
+    """p += momentum^2*v - (1+momentum)*lr*g (old v); then v = momentum*v - lr*g."""
+    chk.update_lists(params, grads, velocities=velocities)
+    lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
+    for p, g, v in zip(params, grads, velocities):
+        p += (momentum * momentum) * v
+        p -= ((1 + momentum) * lr) * g
+        v *= momentum
+        v -= lr * g
+
+
+def adagrad_update(params, grads, hs, lr, eps=1e-7):
+    """h += g*g; p -= lr*g / (sqrt(h) + eps)."""
+    chk.update_lists(params, grads, hs=hs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    for p, g, h in zip(params, grads, hs):
+        h += g * g
+        p -= lr * g / (np.sqrt(h) + eps)
+
+
+def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
+    """h = decay*h + (1-decay)*g*g; p -= lr*g / (sqrt(h) + eps)."""
+    chk.update_lists(params, grads, hs=hs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    decay_rate = chk.real("decay_rate", decay_rate, 0.0, 1.0)
+    for p, g, h in zip(params, grads, hs):
+        h *= decay_rate
+        h += (1 - decay_rate) * g * g
+        p -= lr * g / (np.sqrt(h) + eps)
+
+
+def _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps):
+    chk.update_lists(params, grads, ms=ms, vs=vs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    beta1 = chk.real("beta1", beta1, 0.0, 1.0)
+    beta2 = chk.real("beta2", beta2, 0.0, 1.0)
+    step = chk.positive_int("step", step)
+    if beta1 == 1.0 or beta2 == 1.0:
+        raise ValueError("beta1 and beta2 must be < 1")
+    return lr, beta1, beta2, step, eps
+
+
+def _adam_core(params, grads, ms, vs, lr, beta1, beta2, step, eps):
+    lr_t = lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    for p, g, m, v in zip(params, grads, ms, vs):
+        m += (1 - beta1) * (g - m)
+        v += (1 - beta2) * (g * g - v)
+        p -= lr_t * m / (np.sqrt(v) + eps)
+
+
+def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
+    """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
+    m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
+    args = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps)
+    _adam_core(params, grads, ms, vs, *args)
+
+
+def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
+    """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
+    args = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps)
+    wd = chk.real("weight_decay", weight_decay, 0.0)
+    shrink = 1.0 - args[0] * wd
+    for p in params:
+        p *= shrink
+    _adam_core(params, grads, ms, vs, *args)
