@@ -1,0 +1,38 @@
+"""Small array helpers shared by the book-facing modules."""
+from __future__ import annotations
+
+import numpy as np
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float(x, dtype=None) -> np.ndarray:
+    """``x`` as a float32/float64 array.
+
+    With ``dtype`` the result has that dtype (a network's input is converted once to the
+    network's dtype); without it, float32/float64 pass through unchanged and other real
+    types become float64, as NumPy arithmetic would make them in the book's code.
+    Complex, object and string data raise TypeError.
+    """
+    a = np.asarray(x)
+    if a.dtype.kind in "cOSUVM":
+        raise TypeError(f"expected real numbers, got an array of dtype {a.dtype}")
+    if dtype is not None:
+        return a.astype(dtype, copy=False)
+    if a.dtype in FLOATS:
+        return a
+    return a.astype(np.float64)
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    d = np.dtype(dtype)
+    if d not in FLOATS:
+        raise ValueError(f"dtype must be float32 or float64, got {d}")
+    return d
+
+
+def make_rng(rng=None) -> np.random.Generator:
+    """A Generator from a Generator, a seed, or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
