@@ -98,7 +98,6 @@ SHA256_RAW = types.MappingProxyType({f.name: f.raw_sha256 for f in _FILES})
 
 _IMAGE_SIDE = 28
 _IMAGE_SIZE = _IMAGE_SIDE * _IMAGE_SIDE
-_IDX_UBYTE = 0x08
 
 # Only meaningful in a source checkout or editable install; a wheel has no data/.
 _REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
@@ -110,10 +109,6 @@ class MnistChecksumError(ValueError):
 
 class MnistDownloadError(OSError):
     """The MNIST files could not be downloaded from any mirror."""
-
-
-# ---------------------------------------------------------------------------
-# Locations
 
 
 def _user_cache_dir() -> Path:
@@ -171,10 +166,6 @@ def _manual_hint(folder: Path) -> str:
             f"(or into any folder named by data_dir= or $ZERODL_DATA).")
 
 
-# ---------------------------------------------------------------------------
-# Atomic writes
-
-
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not possible (nor needed) on Windows.
     if os.name != "posix":
@@ -216,10 +207,6 @@ class _AtomicFile:
     def discard(self) -> None:
         self.file.close()
         self.tmp_path.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------
-# Reading and checking the IDX files
 
 
 def _parse_idx(raw: bytes, spec: _MnistFile, path: Path) -> np.ndarray:
@@ -276,9 +263,6 @@ def _parse_all(folder: Path) -> dict[str, np.ndarray]:
         arrays[f"{split}_img"] = arrays[f"{split}_img"].reshape(-1, _IMAGE_SIZE)
     return arrays
 
-
-# ---------------------------------------------------------------------------
-# The npz cache
 
 _CACHE_KEYS = {"train_img": "x_train", "train_label": "t_train",
                "test_img": "x_test", "test_label": "t_test"}
@@ -351,10 +335,6 @@ def _load_uint8(source: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-# ---------------------------------------------------------------------------
-# Downloading
-
-
 def _mirrors() -> tuple[str, ...]:
     override = os.environ.get("ZERODL_MNIST_MIRROR", "").split()
     return tuple(override) if override else MIRRORS
@@ -420,10 +400,8 @@ def _download_missing(target: Path, progress) -> None:
             try:
                 _fetch(opener, url, spec, path, progress)
                 break
-            except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors
-                failures.append(f"  {url}: {exc}")
-            except Exception as exc:  # e.g. http.client.IncompleteRead / BadStatusLine
-                failures.append(f"  {url}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # HTTP errors, timeouts, bad data: try the next one
+                failures.append(f"  {url}: {str(exc) or type(exc).__name__}")
         else:
             raise MnistDownloadError(
                 f"Could not download {spec.name} from any mirror:\n"
@@ -445,10 +423,6 @@ def _download_target(data_dir) -> Path:
     raise MnistDownloadError(
         "Cannot download MNIST: none of these directories is writable: "
         + ", ".join(map(str, candidates)) + ". " + _manual_hint(candidates[-1]))
-
-
-# ---------------------------------------------------------------------------
-# Public entry point
 
 
 def _check_dtype(dtype) -> np.dtype:

@@ -162,6 +162,14 @@ class Network:
             grads[name] = g
         return grads
 
+    def train_step(self, x, t, optimizer):
+        """One iteration: gradients of the training loss, then ``optimizer.update``.
+        Returns the loss of the batch (before the update)."""
+        grads = self.gradient(x, t)
+        loss = self.last_layer.loss + self.regularization_loss()
+        optimizer.update(self.params, grads)
+        return loss
+
     def numerical_gradient(self, x, t):
         """Central-difference gradients of the training loss (slow; for checking)."""
         def loss_w(_):

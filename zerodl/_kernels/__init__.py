@@ -105,6 +105,16 @@ def compiled_kernels() -> dict[str, str]:
     return dict(_cython_compiled)
 
 
+def build_info() -> dict:
+    """How the compiled kernels were built (variant, OpenMP), when they are."""
+    _load_cython()
+    try:
+        from . import _buildinfo
+    except ImportError:
+        return {"variant": "baseline" if "cython" in _tables else "not built"}
+    return dict(_buildinfo.INFO)
+
+
 def table(backend: str) -> dict:
     """The kernel table of a backend ('numpy' or 'cython')."""
     if backend not in _tables:

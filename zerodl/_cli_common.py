@@ -1,0 +1,30 @@
+"""Options shared by the subcommands that train networks."""
+from __future__ import annotations
+
+import os
+
+
+def add_runtime_options(parser):
+    parser.add_argument("--backend", choices=("auto", "cython", "numpy"), default=None,
+                        help="kernel backend (default: $ZERODL_BACKEND or auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for zerodl's kernels and BLAS (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST .gz files")
+
+
+def apply_runtime_options(args):
+    """Set backend and thread counts from parsed options; returns a threadpool limiter
+    context (or None) that the caller keeps open while it trains."""
+    from . import set_backend, set_num_threads
+    if args.backend:
+        set_backend(args.backend)
+    limiter = None
+    if args.threads:
+        set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+            limiter = threadpool_limits(limits=args.threads)
+        except ImportError:
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    return limiter
