@@ -14,7 +14,7 @@ DEFAULT_EPOCHS = {"mlp": 5, "mlp-bn": 5, "convnet": 3, "deepconvnet": 2}
 
 
 def configure(parser):
-    parser.add_argument("--model", choices=MODELS, default="mlp",
+    parser.add_argument("--model", choices=MODELS, default="mlp-bn",
                         help="mlp: 784-100-100-100-10 ReLU; mlp-bn: the same with BatchNorm; "
                              "convnet: the book's SimpleConvNet; deepconvnet: ch. 8's net")
     parser.add_argument("--hidden", default="100,100,100",

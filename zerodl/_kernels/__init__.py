@@ -11,6 +11,7 @@ are looked up in the table of the backend active in the calling context.
 from __future__ import annotations
 
 import importlib
+import os
 
 KERNEL_NAMES = (
     # affine and activations
@@ -40,16 +41,53 @@ KERNEL_NAMES = (
 CYTHON_MODULES = ("conv", "activation", "affine", "loss", "batchnorm", "optim", "pool",
                   "dropout")
 
+_V3_CPU_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe")
+
 _tables: dict[str, dict] = {}
+_variant = "not built"
 _cython_fallbacks: tuple[str, ...] = ()
 _cython_compiled: dict[str, str] = {}
 _cython_error: str | None = None
 _cython_loaded = False
 
 
+def cpu_supports_v3() -> bool:
+    """Whether this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, MOVBE)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return all(f in flags for f in _V3_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def _wanted_variant() -> str:
+    choice = os.environ.get("ZERODL_KERNEL_VARIANT", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "v3", "baseline"):
+        raise ValueError(f"ZERODL_KERNEL_VARIANT must be auto, v3 or baseline, got {choice!r}")
+    if choice == "auto":
+        return "v3" if cpu_supports_v3() else "baseline"
+    if choice == "v3" and not cpu_supports_v3():
+        raise ImportError("ZERODL_KERNEL_VARIANT=v3 but this CPU lacks AVX2/FMA/BMI2")
+    return choice
+
+
+def _import_kernel_module(mod_name: str, variant: str):
+    """The v3 build of a module when wanted and present, else the baseline build."""
+    if variant == "v3":
+        try:
+            return importlib.import_module(f"{__name__}._v3.{mod_name}"), "v3"
+        except ImportError:
+            pass
+    return importlib.import_module(f"{__name__}.{mod_name}"), "baseline"
+
+
 def _load_cython() -> None:
     """Import every compiled module once; remember which kernels they provide."""
-    global _cython_loaded, _cython_error, _cython_fallbacks
+    global _cython_loaded, _cython_error, _cython_fallbacks, _variant
     if _cython_loaded:
         return
     _cython_loaded = True
@@ -57,17 +95,23 @@ def _load_cython() -> None:
 
     found: dict[str, object] = {}
     errors = []
+    variants = set()
+    wanted = _wanted_variant()
     for mod_name in CYTHON_MODULES:
         try:
-            mod = importlib.import_module(f"{__name__}.{mod_name}")
+            mod, got = _import_kernel_module(mod_name, wanted)
         except ImportError as exc:
             errors.append(f"{mod_name}: {exc}")
             continue
+        variants.add(got)
         for name in KERNEL_NAMES:
             fn = getattr(mod, name, None)
             if fn is not None:
                 found[name] = fn
                 _cython_compiled[name] = mod_name
+    if variants:
+        _variant = "x86-64-v3 (AVX2/FMA)" if variants == {"v3"} else (
+            "baseline (x86-64-v2)" if variants == {"baseline"} else "mixed v3/baseline")
     if not found:
         _cython_error = "; ".join(errors) or "no compiled kernel modules found"
         return
@@ -106,13 +150,9 @@ def compiled_kernels() -> dict[str, str]:
 
 
 def build_info() -> dict:
-    """How the compiled kernels were built (variant, OpenMP), when they are."""
+    """Which build of the compiled kernels was imported, and whether the CPU has v3."""
     _load_cython()
-    try:
-        from . import _buildinfo
-    except ImportError:
-        return {"variant": "baseline" if "cython" in _tables else "not built"}
-    return dict(_buildinfo.INFO)
+    return {"variant": _variant, "cpu_supports_x86_64_v3": cpu_supports_v3()}
 
 
 def table(backend: str) -> dict:
