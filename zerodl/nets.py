@@ -98,7 +98,22 @@ class Network:
         self._param_owner[name] = (layer_name, attr)
 
     def _link(self):
-        """Point every layer's parameter attribute at the array in ``params``."""
+        """Move the parameters into one contiguous buffer and point every layer at its view.
+
+        ``params[k]`` stays an ordinary array (a view of ``flat_params``), so the book's
+        API sees nothing new, while :meth:`train_step` can hand the optimizer one buffer
+        of parameters and one of gradients."""
+        total = sum(p.size for p in self.params.values())
+        self.flat_params = np.empty(total, dtype=self.dtype)
+        self.flat_grads = np.zeros(total, dtype=self.dtype)
+        self._grad_views = {}
+        offset = 0
+        for name, p in self.params.items():
+            view = self.flat_params[offset:offset + p.size].reshape(p.shape)
+            view[...] = p
+            self.params[name] = view
+            self._grad_views[name] = self.flat_grads[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
         for name, (layer_name, attr) in self._param_owner.items():
             setattr(self.layers[layer_name], attr, self.params[name])
 
@@ -147,27 +162,50 @@ class Network:
             dout = layer.backward(dout)
         return dout
 
+    def _layer_grads(self):
+        """(name, gradient from its layer) for every parameter, after a backward pass."""
+        for name, (layer_name, attr) in self._param_owner.items():
+            yield name, getattr(self.layers[layer_name], "d" + attr)
+
+    def _add_decay_grad(self, name, g):
+        """g += d(regularisation)/dW in place, for weight matrices."""
+        if name.startswith("W") and (self.weight_decay_lambda or self.l1_lambda):
+            W = self.params[name]
+            if self.weight_decay_lambda:
+                g += self.dtype.type(self.weight_decay_lambda) * W
+            if self.l1_lambda:
+                g += self.dtype.type(self.l1_lambda) * np.sign(W)
+
     def gradient(self, x, t):
         """Backpropagated gradients of ``loss(x, t, train_flg=True)``, keyed like params."""
         self.loss(x, t, train_flg=True)
         self._backward()
         grads = {}
-        for name, (layer_name, attr) in self._param_owner.items():
-            g = getattr(self.layers[layer_name], "d" + attr)
-            if name.startswith("W") and (self.weight_decay_lambda or self.l1_lambda):
-                W = self.params[name]
-                g = g + self.weight_decay_lambda * W if self.weight_decay_lambda else g.copy()
-                if self.l1_lambda:
-                    g += self.dtype.type(self.l1_lambda) * np.sign(W)
+        decay = self.weight_decay_lambda or self.l1_lambda
+        for name, g in self._layer_grads():
+            if decay and name.startswith("W"):
+                g = g.copy()  # the layer keeps its own dW
+                self._add_decay_grad(name, g)
             grads[name] = g
         return grads
 
     def train_step(self, x, t, optimizer):
-        """One iteration: gradients of the training loss, then ``optimizer.update``.
-        Returns the loss of the batch (before the update)."""
-        grads = self.gradient(x, t)
-        loss = self.last_layer.loss + self.regularization_loss()
-        optimizer.update(self.params, grads)
+        """One iteration - forward, backward, update - returning the batch's loss.
+
+        Equal to ``optimizer.update(params, gradient(x, t))``, but the gradients are
+        gathered into ``flat_grads`` and an optimizer that supports it updates every
+        parameter in one kernel call over ``flat_params``."""
+        loss = self.loss(x, t, train_flg=True)
+        self._backward()
+        for name, g in self._layer_grads():
+            view = self._grad_views[name]
+            view[...] = g
+            self._add_decay_grad(name, view)
+        update_flat = getattr(optimizer, "update_flat", None)
+        if update_flat is not None:
+            update_flat(self.params, self.flat_params, self.flat_grads)
+        else:
+            optimizer.update(self.params, self._grad_views)
         return loss
 
     def numerical_gradient(self, x, t):
@@ -217,7 +255,7 @@ class Network:
         if unknown:
             raise ValueError(f"{file_name}: unexpected arrays {unknown}")
         for k, v in staged.items():
-            self.params[k][...] = v
+            self.params[k][...] = v  # in place: layers and flat_params share the arrays
         for key, v in data.items():
             if not key.startswith("buffer:"):
                 continue

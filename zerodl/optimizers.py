@@ -24,20 +24,46 @@ class Optimizer:
         self.lr = lr
         self._keys: tuple | None = None
         self._state: dict[str, dict] = {}
+        self._flat_state: dict[str, np.ndarray] = {}
         self.step_count = 0
 
-    def _lists(self, params, grads):
+    def _ensure_state(self, params) -> tuple:
+        """Create the state buffers on first use (or when the parameter names change).
+
+        When every parameter has one dtype, each state is one contiguous array and the
+        per-parameter entries are views of it, so :meth:`update_flat` can update all
+        parameters in a single kernel call."""
         keys = tuple(params.keys())
+        if self._keys == keys:
+            return keys
+        if self._keys is not None and self._state:
+            raise ValueError("the parameter names changed between updates: "
+                             f"{self._keys} then {keys}")
+        self._keys = keys
+        self._flat_state = {}
+        self._state = {}
+        dtypes = {params[k].dtype for k in keys}
+        single_dtype = dtypes.pop() if len(dtypes) == 1 else None
+        total = sum(params[k].size for k in keys)
+        for name in self._state_names:
+            if single_dtype is not None:
+                flat = np.zeros(total, dtype=single_dtype)
+                self._flat_state[name] = flat
+                views, offset = {}, 0
+                for k in keys:
+                    size = params[k].size
+                    views[k] = flat[offset:offset + size].reshape(params[k].shape)
+                    offset += size
+                self._state[name] = views
+            else:
+                self._state[name] = {k: np.zeros_like(params[k]) for k in keys}
+        return keys
+
+    def _lists(self, params, grads):
+        keys = self._ensure_state(params)
         missing = [k for k in keys if k not in grads]
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
-        if self._keys != keys:
-            if self._keys is not None and self._state:
-                raise ValueError("the parameter names changed between updates: "
-                                 f"{self._keys} then {keys}")
-            self._keys = keys
-            self._state = {name: {k: np.zeros_like(params[k]) for k in keys}
-                           for name in self._state_names}
         p = [params[k] for k in keys]
         g = [grads[k] for k in keys]
         return p, g, [[self._state[name][k] for k in keys] for name in self._state_names]
@@ -46,6 +72,17 @@ class Optimizer:
         p, g, states = self._lists(params, grads)
         self.step_count += 1
         self._apply(p, g, *states)
+
+    def update_flat(self, params, flat_params, flat_grads):
+        """The same update as ``update(params, grads)`` when ``params`` are consecutive
+        views of ``flat_params`` and the gradients sit in ``flat_grads`` in the same
+        layout: one kernel call over one array per buffer."""
+        self._ensure_state(params)
+        if len(self._flat_state) != len(self._state_names):
+            raise ValueError("update_flat needs parameters of a single dtype")
+        self.step_count += 1
+        self._apply([flat_params], [flat_grads],
+                    *[[self._flat_state[name]] for name in self._state_names])
 
     def _apply(self, p, g, *states):
         raise NotImplementedError
@@ -64,20 +101,22 @@ class Optimizer:
 
     def load_state_dict(self, state: dict, params: dict) -> None:
         """Restore state saved by :meth:`state_dict` for the given parameters."""
-        keys = tuple(params.keys())
-        self._keys = keys
-        self._state = {}
+        staged = {}
         for name in self._state_names:
-            self._state[name] = {}
-            for k in keys:
+            for k, p in params.items():
                 arr = state.get(f"{name}/{k}")
                 if arr is None:
                     raise ValueError(f"optimizer state lacks {name}/{k}")
                 arr = np.asarray(arr)
-                if arr.shape != params[k].shape:
-                    raise ValueError(f"optimizer state {name}/{k} has shape {arr.shape}, "
-                                     f"parameter has {params[k].shape}")
-                self._state[name][k] = arr.astype(params[k].dtype, copy=True)
+                if arr.shape != p.shape or arr.dtype.kind != "f":
+                    raise ValueError(f"optimizer state {name}/{k} has shape {arr.shape} and "
+                                     f"dtype {arr.dtype}; the parameter has {p.shape}")
+                staged[name, k] = arr
+        self._keys = None
+        self._state = {}
+        self._ensure_state(params)
+        for (name, k), arr in staged.items():
+            self._state[name][k][...] = arr
         self.step_count = int(state.get("step_count", 0))
 
 

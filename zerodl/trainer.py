@@ -82,11 +82,23 @@ class Trainer:
         self.best_epoch = 0
         self._best_params = None
         self.stopped_early = False
+        self._x_batch = self._t_batch = None
 
     # -- one step and one evaluation
+    def _gather(self, batch):
+        """The mini-batch rows, gathered into buffers reused from step to step."""
+        if self._x_batch is None:
+            self._x_batch = np.empty((self.batch_size,) + self.x_train.shape[1:],
+                                     dtype=self.x_train.dtype)
+            self._t_batch = np.empty((self.batch_size,) + self.t_train.shape[1:],
+                                     dtype=self.t_train.dtype)
+        np.take(self.x_train, batch, axis=0, out=self._x_batch)
+        np.take(self.t_train, batch, axis=0, out=self._t_batch)
+        return self._x_batch, self._t_batch
+
     def train_step(self):
         batch = self.rng.integers(0, self.train_size, self.batch_size)
-        x_batch, t_batch = self.x_train[batch], self.t_train[batch]
+        x_batch, t_batch = self._gather(batch)
         step = getattr(self.network, "train_step", None)
         if step is not None:
             loss = step(x_batch, t_batch, self.optimizer)
