@@ -71,13 +71,20 @@ def _extension(name, source, arch):
     )
 
 
+# Debug and release builds keep their generated C and object files apart, so switching
+# ZERODL_CYTHON_DEBUG never reuses a file built with the other directives.
+FLAVOUR = "debug" if DEBUG else "release"
+C_DIR = Path("build") / f"cython-{FLAVOUR}"
+
 baseline = cythonize(
     [_extension(f"zerodl._kernels.{pyx.stem}", str(pyx.relative_to(HERE)), BASE_ARCH)
      for pyx in sources],
-    compiler_directives=directives, compile_time_env={"ZERODL_OPENMP": OPENMP})
+    compiler_directives=directives, compile_time_env={"ZERODL_OPENMP": OPENMP},
+    build_dir=str(C_DIR))
 # The v3 build compiles the C file cythonize just generated, with other flags.
 v3 = [_extension(f"zerodl._kernels._v3.{pyx.stem}",
-                 str(pyx.relative_to(HERE).with_suffix(".c")), V3_ARCH)
+                 str(C_DIR / pyx.relative_to(HERE).with_suffix(".c")), V3_ARCH)
       for pyx in sources] if BUILD_V3 else []
 
-setup(ext_modules=baseline + v3)
+setup(ext_modules=baseline + v3,
+      options={"build": {"build_base": str(Path("build") / FLAVOUR)}})
