@@ -21,6 +21,8 @@ def save_checkpoint(path, trainer, settings: dict) -> str:
     arrays = {f"param:{k}": v for k, v in net.params.items()}
     arrays.update({f"buffer:{k}": v for k, v in net.buffers().items()})
     arrays.update({f"opt:{k}": v for k, v in opt.state_dict().items()})
+    if trainer._best_params is not None:  # early stopping's snapshot of the best epoch
+        arrays.update({f"best:{k}": v for k, v in trainer._best_params.items()})
     meta = {
         "format": FORMAT,
         "zerodl_version": __version__,
@@ -59,14 +61,18 @@ def restore_checkpoint(trainer, meta: dict, arrays: dict) -> None:
         if v.shape != net.params[k].shape or v.dtype.kind != "f":
             raise ValueError(f"checkpoint parameter {k} has shape {v.shape}/{v.dtype}, "
                              f"expected {net.params[k].shape}")
+    best = {k[len("best:"):]: v for k, v in arrays.items() if k.startswith("best:")}
+    if best and (set(best) != set(params)
+                 or any(best[k].shape != params[k].shape for k in best)):
+        raise ValueError("checkpoint's best-epoch snapshot does not match the network")
+    buffers = net._check_buffers(
+        {k[len("buffer:"):]: v for k, v in arrays.items() if k.startswith("buffer:")},
+        "checkpoint")
     for k, v in params.items():
         net.params[k][...] = v
-    for key, v in arrays.items():
-        if key.startswith("buffer:"):
-            layer_name, attr = key[len("buffer:"):].rsplit(".", 1)
-            if layer_name not in net.layers or attr not in ("running_mean", "running_var"):
-                raise ValueError(f"checkpoint has an unexpected buffer {key}")
-            setattr(net.layers[layer_name], attr, np.array(v, dtype=net.dtype))
+    net._set_buffers(buffers)
+    trainer._best_params = ({k: np.array(v, dtype=net.dtype) for k, v in best.items()}
+                            if best else None)
     if meta["optimizer"]["class"] != type(opt).__name__:
         raise ValueError(f"checkpoint optimizer {meta['optimizer']['class']} differs from "
                          f"{type(opt).__name__}")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import as_float, make_rng
+from ._arrays import as_float, batch_rows, make_rng
+from ._kernels import _checks as chk
 from ._kernels import ops
 
 __all__ = ["Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss", "Dropout", "DropConnect",
@@ -89,11 +90,15 @@ class Affine(Layer):
     def param_names(self):
         return ("W", "b")
 
-    def forward(self, x):
+    def _rows(self, x):
+        chk.float_array("W", self.W)  # before x is converted to W's dtype
         x = as_float(x, self.W.dtype)
         self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return ops.affine_forward(self.x, self.W, self.b)
+        self.x = batch_rows(x)
+        return self.x
+
+    def forward(self, x):
+        return ops.affine_forward(self._rows(x), self.W, self.b)
 
     def backward(self, dout):
         dx, self.dW, self.db = ops.affine_backward(as_float(dout, self.W.dtype), self.x, self.W)
@@ -166,16 +171,14 @@ class DropConnect(Affine):
         self._W_used = None
 
     def forward(self, x, train_flg=True):
+        chk.float_array("W", self.W)
         if train_flg:
             self.mask = self.rng.random(self.W.shape, dtype=self.W.dtype) > self.drop_ratio
             self._W_used = ops.dropout_forward(self.W, self.mask)
         else:
             self.mask = None
             self._W_used = self.W * self.W.dtype.type(1.0 - self.drop_ratio)
-        x = as_float(x, self.W.dtype)
-        self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return ops.affine_forward(self.x, self._W_used, self.b)
+        return ops.affine_forward(self._rows(x), self._W_used, self.b)
 
     def backward(self, dout):
         dx, dW_used, self.db = ops.affine_backward(as_float(dout, self.W.dtype), self.x,
@@ -203,6 +206,10 @@ class _Norm(Layer):
     def param_names(self):
         return ("gamma", "beta")
 
+    def _input(self, x):
+        chk.float_array("gamma", self.gamma)  # before x is converted to gamma's dtype
+        return as_float(x, self.gamma.dtype)
+
 
 class BatchNormalization(_Norm):
     """The book's batch norm: per activation; 4-D input is flattened to (N, C*H*W).
@@ -223,13 +230,13 @@ class BatchNormalization(_Norm):
         self.running_var = running_var
 
     def _shape_in(self, x):
-        return x.reshape(x.shape[0], -1) if x.ndim != 2 else x
+        return batch_rows(x)
 
     def _features(self, x):
         return x.shape[1]
 
     def forward(self, x, train_flg=True):
-        x = as_float(x, self.gamma.dtype)
+        x = self._input(x)
         self.input_shape = x.shape
         x = self._shape_in(x)
         if self.running_mean is None:
@@ -272,16 +279,16 @@ class LayerNormalization(_Norm):
         super().__init__(gamma, beta, eps)
 
     def forward(self, x):
-        x = as_float(x, self.gamma.dtype)
+        x = self._input(x)
         self.input_shape = x.shape
         out, self.xhat, self.inv_std = ops.layernorm_forward(
-            x.reshape(x.shape[0], -1), self.gamma, self.beta, self.eps)
+            batch_rows(x), self.gamma, self.beta, self.eps)
         return out.reshape(self.input_shape)
 
     def backward(self, dout):
         dout = as_float(dout, self.gamma.dtype)
         dx, self.dgamma, self.dbeta = ops.layernorm_backward(
-            dout.reshape(dout.shape[0], -1), self.xhat, self.gamma, self.inv_std)
+            batch_rows(dout, "dout"), self.xhat, self.gamma, self.inv_std)
         return dx.reshape(self.input_shape)
 
 
@@ -292,7 +299,7 @@ class InstanceNormalization(_Norm):
         super().__init__(gamma, beta, eps)
 
     def forward(self, x):
-        x = as_float(x, self.gamma.dtype)
+        x = self._input(x)
         out, self.xhat, self.inv_std = ops.instancenorm_forward(x, self.gamma, self.beta,
                                                                 self.eps)
         return out

@@ -254,16 +254,34 @@ class Network:
         unknown = [k for k in data if k not in self.params and not k.startswith("buffer:")]
         if unknown:
             raise ValueError(f"{file_name}: unexpected arrays {unknown}")
+        buffers = self._check_buffers(
+            {k[len("buffer:"):]: v for k, v in data.items() if k.startswith("buffer:")},
+            file_name)
         for k, v in staged.items():
             self.params[k][...] = v  # in place: layers and flat_params share the arrays
-        for key, v in data.items():
-            if not key.startswith("buffer:"):
-                continue
-            layer_name, attr = key[len("buffer:"):].rsplit(".", 1)
+        self._set_buffers(buffers)
+
+    def _check_buffers(self, buffers: dict, source) -> dict:
+        """Validate saved running statistics ('Layer.attr' -> array) against this network."""
+        checked = {}
+        for key, v in buffers.items():
+            layer_name, _, attr = key.rpartition(".")
             layer = self.layers.get(layer_name)
-            if layer is None or attr not in ("running_mean", "running_var") or v.ndim != 1:
-                raise ValueError(f"{file_name}: unexpected buffer {key!r}")
-            setattr(layer, attr, np.array(v, dtype=self.dtype))
+            if not hasattr(layer, "running_mean") or attr not in ("running_mean", "running_var"):
+                raise ValueError(f"{source}: unexpected buffer {key!r}")
+            # Running statistics have one entry per normalised feature, like gamma.
+            expected = layer.gamma.shape
+            if v.dtype.kind != "f" or v.shape != expected:
+                raise ValueError(f"{source}: buffer {key!r} has shape {v.shape} and dtype "
+                                 f"{v.dtype}, expected a float vector of shape {expected}")
+            if not np.all(np.isfinite(v)) or (attr == "running_var" and np.any(v < 0)):
+                raise ValueError(f"{source}: buffer {key!r} holds invalid values")
+            checked[layer_name, attr] = v
+        return checked
+
+    def _set_buffers(self, checked: dict) -> None:
+        for (layer_name, attr), v in checked.items():
+            setattr(self.layers[layer_name], attr, np.array(v, dtype=self.dtype))
 
 
 class MultiLayerNet(Network):

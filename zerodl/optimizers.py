@@ -69,9 +69,34 @@ class Optimizer:
         return p, g, [[self._state[name][k] for k in keys] for name in self._state_names]
 
     def update(self, params, grads):
+        if not all(isinstance(v, np.ndarray) for v in params.values()):
+            return self._update_scalars(params, grads)
         p, g, states = self._lists(params, grads)
+        self._step(p, g, states)
+
+    def _step(self, p, g, states):
+        # The step counter moves only when the kernel accepted its arguments, so a
+        # rejected update does not shift Adam's bias correction.
         self.step_count += 1
-        self._apply(p, g, *states)
+        try:
+            self._apply(p, g, *states)
+        except BaseException:
+            self.step_count -= 1
+            raise
+
+    def _update_scalars(self, params, grads):
+        """The book's ch. 6 demos keep Python floats in ``params`` and rebind them;
+        box them as float64 0-d arrays, update, and write the new values back."""
+        boxed = {k: (np.array(v, dtype=np.float64) if not isinstance(v, np.ndarray) else v)
+                 for k, v in params.items()}
+        boxed_grads = {k: (grads[k] if isinstance(grads.get(k), np.ndarray)
+                           else np.asarray(grads[k], dtype=boxed[k].dtype))
+                       for k in params if k in grads}
+        p, g, states = self._lists(boxed, boxed_grads)
+        self._step(p, g, states)
+        for k, v in params.items():
+            if not isinstance(v, np.ndarray):
+                params[k] = boxed[k].item()
 
     def update_flat(self, params, flat_params, flat_grads):
         """The same update as ``update(params, grads)`` when ``params`` are consecutive
@@ -80,9 +105,8 @@ class Optimizer:
         self._ensure_state(params)
         if len(self._flat_state) != len(self._state_names):
             raise ValueError("update_flat needs parameters of a single dtype")
-        self.step_count += 1
-        self._apply([flat_params], [flat_grads],
-                    *[[self._flat_state[name]] for name in self._state_names])
+        self._step([flat_params], [flat_grads],
+                   [[self._flat_state[name]] for name in self._state_names])
 
     def _apply(self, p, g, *states):
         raise NotImplementedError

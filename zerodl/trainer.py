@@ -117,9 +117,11 @@ class Trainer:
     def evaluate(self):
         """Accuracy on the (sampled) training, validation and test data; appended to the lists."""
         train_acc = self.network.accuracy(*self._sample(self.x_train, self.t_train))
-        test_acc = self.network.accuracy(*self._sample(self.x_test, self.t_test))
         self.train_acc_list.append(train_acc)
-        self.test_acc_list.append(test_acc)
+        test_acc = None
+        if self.x_test is not None:
+            test_acc = self.network.accuracy(*self._sample(self.x_test, self.t_test))
+            self.test_acc_list.append(test_acc)
         if self.x_val is not None:
             val_acc = self.network.accuracy(self.x_val, self.t_val)
             self.val_acc_list.append(val_acc)
@@ -137,7 +139,8 @@ class Trainer:
                  f"train acc {self.train_acc_list[-1]:.4f}"]
         if self.val_acc_list:
             parts.append(f"val acc {self.val_acc_list[-1]:.4f}")
-        parts.append(f"test acc {self.test_acc_list[-1]:.4f}")
+        if self.test_acc_list:
+            parts.append(f"test acc {self.test_acc_list[-1]:.4f}")
         parts.append(f"{self.iter_per_epoch * self.batch_size / max(seconds, 1e-9):,.0f} ex/s")
         print(" | ".join(parts), flush=True)
 

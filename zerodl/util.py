@@ -11,12 +11,12 @@ __all__ = ["im2col", "col2im", "conv_output_size", "shuffle_dataset", "smooth_cu
 
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     """Patches of (N, C, H, W) as rows (N*OH*OW, C*FH*FW); keeps the input's dtype."""
-    return ops.im2col(as_float(input_data), filter_h, filter_w, stride, pad)
+    return ops.im2col(as_float(input_data, name="input_data"), filter_h, filter_w, stride, pad)
 
 
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """Back from rows to (N, C, H, W), summing where patches overlap."""
-    return ops.col2im(as_float(col), input_shape, filter_h, filter_w, stride, pad)
+    return ops.col2im(as_float(col, name="col"), input_shape, filter_h, filter_w, stride, pad)
 
 
 def conv_output_size(input_size, filter_size, stride=1, pad=0):
