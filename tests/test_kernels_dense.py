@@ -1,0 +1,795 @@
+"""The compiled dense kernels against the NumPy reference.
+
+Affine, activations, softmax-cross-entropy, batch/layer/instance norm, dropout and the
+optimizer updates: the reference (``_reference``) is the oracle for the compiled kernels,
+crossed over dtype x shape x memory layout x read-only inputs; bad input must fail with
+the same exception and message on both backends; in-place updates must write exactly
+their own elements (guard bytes around views) and give the reference's values.
+"""
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from zerodl import _config
+from zerodl._kernels import compiled_kernels, cython_available, cython_import_error, table
+
+if not cython_available():
+    pytest.skip(f"cython backend unavailable: {cython_import_error()}", allow_module_level=True)
+
+REF = table("numpy")
+CY = table("cython")
+
+DTYPES = (np.float32, np.float64)
+# Relative to the largest magnitude that enters the result: sums, GEMM and fused
+# coefficients are rounded in other orders than NumPy's.
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+HYPO = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+DENSE_MODULES = {"affine", "activation", "loss", "batchnorm", "dropout", "optim"}
+DENSE_KERNELS = (
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
+    "sigmoid_backward", "tanh_forward", "tanh_backward", "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward", "batchnorm_forward_train", "batchnorm_forward_infer",
+    "batchnorm_backward", "spatial_batchnorm_forward_train", "spatial_batchnorm_forward_infer",
+    "spatial_batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "instancenorm_forward", "instancenorm_backward", "dropout_forward", "dropout_backward",
+    "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
+    "adam_update", "adamw_update",
+)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240607)
+
+
+@pytest.fixture
+def threads():
+    """Set the kernels' thread count for one test; restored afterwards."""
+    saved = _config._num_threads
+    yield _config.set_num_threads
+    _config._num_threads = saved
+
+
+def clone(obj):
+    """A deep copy that keeps arrays' layout and read-only flag (copy.deepcopy does not)."""
+    if isinstance(obj, list):
+        return [clone(o) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(clone(o) for o in obj)
+    if isinstance(obj, np.ndarray):
+        c = obj.copy(order="K")
+        c.flags.writeable = obj.flags.writeable
+        return c
+    return copy.deepcopy(obj)
+
+
+def rand(rng, shape, dtype, scale=1.0, shift=0.0):
+    return np.asarray(rng.standard_normal(shape) * scale + shift, dtype=dtype)
+
+
+def assert_close(actual, expected, scale=None):
+    """Same type, shape and dtype; values within TOL of the expected's magnitude."""
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected)
+        scales = scale if isinstance(scale, tuple) else (scale,) * len(expected)
+        for a, e, s in zip(actual, expected, scales):
+            assert_close(a, e, s)
+        return
+    if isinstance(expected, float):
+        assert isinstance(actual, float)
+        assert actual == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        return
+    if isinstance(expected, np.generic):   # a 0-d result of a ufunc
+        assert type(actual) is type(expected)
+        actual, expected = np.asarray(actual), np.asarray(expected)
+    assert isinstance(actual, np.ndarray)
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    if expected.size == 0:
+        return
+    tol = TOL[expected.dtype]
+    finite = np.abs(expected[np.isfinite(expected)])
+    mag = max(float(finite.max()) if finite.size else 0.0, scale or 0.0, 1e-30)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * mag)
+
+
+def layout(a, kind):
+    """The same values as `a` in another memory layout."""
+    if kind == "C":
+        return a
+    if kind == "F":
+        return np.asfortranarray(a)
+    if kind == "strided":
+        # every other element of a buffer twice as large in the last axis
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype) if a.ndim else None
+        if big is None:
+            return a
+        big[..., ::2] = a
+        return big[..., ::2]
+    if kind == "transposed":
+        return np.ascontiguousarray(a.T).T
+    if kind == "readonly":
+        r = a.copy()
+        r.flags.writeable = False
+        return r
+    raise ValueError(kind)
+
+
+LAYOUTS = ("C", "F", "strided", "transposed", "readonly")
+
+
+# ---------------------------------------------------------------- cases
+# Each case builds the arguments of one kernel call.  `inplace` lists the positions of
+# arguments the kernel updates in place; every other array must come back unchanged.
+
+def _affine_fwd(rng, dt, n=7, d=13, m=5):
+    return [rand(rng, (n, d), dt), rand(rng, (d, m), dt), rand(rng, m, dt)]
+
+
+def _affine_bwd(rng, dt, n=7, d=13, m=5):
+    return [rand(rng, (n, m), dt), rand(rng, (n, d), dt), rand(rng, (d, m), dt)]
+
+
+def _act_fwd(rng, dt, shape=(7, 13)):
+    x = rand(rng, shape, dt, scale=4.0)
+    if x.size > 3:
+        x.flat[:3] = (0.0, 40.0, -120.0)    # zero, and tails where exp over/underflows
+    return [x]
+
+
+def _act_bwd(kind):
+    def build(rng, dt, shape=(7, 13)):
+        out = REF[f"{kind}_forward"](_act_fwd(rng, dt, shape)[0])
+        return [rand(rng, shape, dt), out]
+    return build
+
+
+def _labels(rng, n, c, onehot, dt):
+    t = rng.integers(0, c, n)
+    return np.eye(c, dtype=dt)[t] if onehot else t
+
+
+def _softmax_fwd(onehot):
+    def build(rng, dt, n=7, c=13):
+        return [rand(rng, (n, c), dt, scale=3.0), _labels(rng, n, c, onehot, dt)]
+    return build
+
+
+def _softmax_bwd(onehot):
+    def build(rng, dt, n=7, c=13):
+        x = rand(rng, (n, c), dt, scale=3.0)
+        t = _labels(rng, n, c, onehot, dt)
+        return [REF["softmax_cross_entropy_forward"](x, t)[1], t, 0.5]
+    return build
+
+
+def _bn_params(rng, dt, c):
+    return [rand(rng, c, dt), rand(rng, c, dt)]
+
+
+def _running(rng, dt, c):
+    return [rand(rng, c, dt), np.abs(rand(rng, c, dt)) + 0.5]
+
+
+def _bn_train(rng, dt, n=7, d=13):
+    # a large mean over a unit spread: the one-pass statistics must stay exact
+    x = rand(rng, (n, d), dt, scale=2.0, shift=50.0)
+    return [x] + _bn_params(rng, dt, d) + _running(rng, dt, d) + [0.8, 1e-5]
+
+
+def _bn_infer(rng, dt, n=7, d=13):
+    return [rand(rng, (n, d), dt)] + _bn_params(rng, dt, d) + _running(rng, dt, d) + [1e-5]
+
+
+def _bn_bwd(rng, dt, n=7, d=13):
+    g, b = _bn_params(rng, dt, d)
+    _, xhat, inv_std = REF["batchnorm_forward_train"](rand(rng, (n, d), dt), g, b,
+                                                      *_running(rng, dt, d))
+    return [rand(rng, (n, d), dt), xhat, g, inv_std]
+
+
+def _sbn_train(rng, dt, shape=(3, 4, 5, 6)):
+    x = rand(rng, shape, dt, scale=2.0, shift=-30.0)
+    return [x] + _bn_params(rng, dt, shape[1]) + _running(rng, dt, shape[1]) + [0.9, 1e-6]
+
+
+def _sbn_infer(rng, dt, shape=(3, 4, 5, 6)):
+    c = shape[1]
+    return [rand(rng, shape, dt)] + _bn_params(rng, dt, c) + _running(rng, dt, c) + [1e-6]
+
+
+def _sbn_bwd(rng, dt, shape=(3, 4, 5, 6)):
+    g, b = _bn_params(rng, dt, shape[1])
+    _, xhat, inv_std = REF["spatial_batchnorm_forward_train"](
+        rand(rng, shape, dt), g, b, *_running(rng, dt, shape[1]))
+    return [rand(rng, shape, dt), xhat, g, inv_std]
+
+
+def _ln_fwd(rng, dt, n=7, d=13):
+    return [rand(rng, (n, d), dt, scale=3.0, shift=20.0)] + _bn_params(rng, dt, d) + [1e-5]
+
+
+def _ln_bwd(rng, dt, n=7, d=13):
+    g, b = _bn_params(rng, dt, d)
+    _, xhat, inv_std = REF["layernorm_forward"](rand(rng, (n, d), dt), g, b)
+    return [rand(rng, (n, d), dt), xhat, g, inv_std]
+
+
+def _in_fwd(rng, dt, shape=(3, 4, 5, 6)):
+    return [rand(rng, shape, dt, scale=3.0, shift=-7.0)] + _bn_params(rng, dt, shape[1]) + [1e-5]
+
+
+def _in_bwd(rng, dt, shape=(3, 4, 5, 6)):
+    g, b = _bn_params(rng, dt, shape[1])
+    _, xhat, inv_std = REF["instancenorm_forward"](rand(rng, shape, dt), g, b)
+    return [rand(rng, shape, dt), xhat, g, inv_std]
+
+
+def _dropout(rng, dt, shape=(7, 13)):
+    return [rand(rng, shape, dt), np.asarray(rng.random(shape) < 0.6), 1.0 / 0.6]
+
+
+CASES = {
+    # name: (builder, kernel, positions updated in place, sizes: kwargs for the builder)
+    "affine_forward": (_affine_fwd, (), [dict(n=1, d=1, m=1), dict(), dict(n=0),
+                                        dict(d=0), dict(m=0), dict(n=1, d=784, m=100)]),
+    "affine_backward": (_affine_bwd, (), [dict(n=1, d=1, m=1), dict(), dict(n=0), dict(d=0),
+                                          dict(m=0), dict(n=33, d=70, m=21)]),
+    "relu_forward": (_act_fwd, (), [dict(shape=()), dict(shape=(1, 1)), dict(),
+                                    dict(shape=(0, 4)), dict(shape=(2, 3, 4, 5)),
+                                    dict(shape=(300, 500))]),
+    "relu_backward": (_act_bwd("relu"), (), [dict(shape=(1, 1)), dict(), dict(shape=(0, 3)),
+                                             dict(shape=(2, 3, 4, 5)), dict(shape=(300, 500))]),
+    "sigmoid_forward": (_act_fwd, (), [dict(shape=(1, 1)), dict(), dict(shape=(0, 2)),
+                                       dict(shape=(2, 3, 4, 5)), dict(shape=(200, 150))]),
+    "sigmoid_backward": (_act_bwd("sigmoid"), (), [dict(shape=(1,)), dict(),
+                                                   dict(shape=(300, 500))]),
+    "tanh_forward": (_act_fwd, (), [dict(shape=(1, 1)), dict(), dict(shape=(5, 0)),
+                                    dict(shape=(2, 3, 4, 5)), dict(shape=(200, 150))]),
+    "tanh_backward": (_act_bwd("tanh"), (), [dict(shape=(1,)), dict(), dict(shape=(300, 500))]),
+    "softmax_cross_entropy_forward": (_softmax_fwd(False), (), [
+        dict(n=1, c=1), dict(), dict(n=0), dict(n=1, c=10), dict(n=300, c=200)]),
+    "softmax_cross_entropy_forward[onehot]": (_softmax_fwd(True), (), [
+        dict(n=1, c=1), dict(), dict(n=0), dict(n=300, c=200)]),
+    "softmax_cross_entropy_backward": (_softmax_bwd(False), (), [
+        dict(n=1, c=1), dict(), dict(n=0), dict(n=300, c=200)]),
+    "softmax_cross_entropy_backward[onehot]": (_softmax_bwd(True), (), [
+        dict(n=1, c=1), dict(), dict(n=0), dict(n=300, c=200)]),
+    "batchnorm_forward_train": (_bn_train, (3, 4), [dict(n=1, d=1), dict(), dict(n=1),
+                                                    dict(d=0), dict(n=300, d=257)]),
+    "batchnorm_forward_infer": (_bn_infer, (), [dict(n=1, d=1), dict(), dict(n=0),
+                                                dict(n=300, d=257)]),
+    "batchnorm_backward": (_bn_bwd, (), [dict(n=1, d=1), dict(), dict(n=2),
+                                         dict(n=300, d=257)]),
+    "spatial_batchnorm_forward_train": (_sbn_train, (3, 4), [
+        dict(shape=(1, 1, 1, 1)), dict(), dict(shape=(1, 3, 2, 2)), dict(shape=(2, 0, 3, 3)),
+        dict(shape=(16, 8, 24, 24))]),
+    "spatial_batchnorm_forward_infer": (_sbn_infer, (), [
+        dict(shape=(1, 1, 1, 1)), dict(), dict(shape=(0, 3, 2, 2)), dict(shape=(16, 8, 24, 24))]),
+    "spatial_batchnorm_backward": (_sbn_bwd, (), [
+        dict(shape=(1, 1, 1, 1)), dict(), dict(shape=(2, 3, 1, 1)), dict(shape=(16, 8, 24, 24))]),
+    "layernorm_forward": (_ln_fwd, (), [dict(n=1, d=1), dict(), dict(n=0), dict(n=300, d=257)]),
+    "layernorm_backward": (_ln_bwd, (), [dict(n=1, d=1), dict(), dict(n=0),
+                                         dict(n=300, d=257)]),
+    "instancenorm_forward": (_in_fwd, (), [dict(shape=(1, 1, 1, 1)), dict(),
+                                           dict(shape=(0, 2, 3, 3)), dict(shape=(16, 8, 24, 24))]),
+    "instancenorm_backward": (_in_bwd, (), [dict(shape=(1, 1, 1, 1)), dict(),
+                                            dict(shape=(0, 2, 3, 3)),
+                                            dict(shape=(16, 8, 24, 24))]),
+    "dropout_forward": (_dropout, (), [dict(shape=()), dict(shape=(1, 1)), dict(),
+                                       dict(shape=(0, 5)), dict(shape=(2, 3, 4, 5)),
+                                       dict(shape=(300, 500))]),
+    "dropout_backward": (_dropout, (), [dict(shape=(1,)), dict(), dict(shape=(300, 500))]),
+}
+
+
+def kernel_of(case):
+    return case.split("[")[0]
+
+
+def _scale(case, args):
+    """Magnitude of the terms that cancel in the backward formulas (for the tolerance)."""
+    name = kernel_of(case)
+    if name == "sigmoid_forward":
+        # the reference's 0.5*(1 + tanh(x/2)) loses relative accuracy in the lower tail
+        # (1 + tanh cancels); both are within ulps of 1, the scale of the output
+        return 1.0
+    if name in ("tanh_backward", "sigmoid_backward"):
+        # 1 - out*out cancels near |out| = 1 (and may be fused into one rounding)
+        return float(np.max(np.abs(args[0]), initial=0.0))
+    if name in ("batchnorm_backward", "spatial_batchnorm_backward", "layernorm_backward",
+                "instancenorm_backward"):
+        dout, xhat, gamma, inv_std = args
+        if dout.size == 0:
+            return None
+        terms = float(np.max(np.abs(dout))) * float(np.max(np.abs(gamma))) * \
+            float(np.max(np.abs(inv_std))) * (2.0 + float(np.max(np.abs(xhat))) ** 2)
+        return (terms, None, None)
+    return None
+
+
+def _call(backend, case, args):
+    return backend[kernel_of(case)](*args)
+
+
+def _check_case(case, args, ref_args=None):
+    """Run both backends on copies of args; compare outputs, in-place results and
+    that the read-only inputs are untouched."""
+    inplace = CASES[case][1]
+    ref_args = clone(args if ref_args is None else ref_args)
+    cy_args = list(args)
+    before = clone(cy_args)
+    expected = _call(REF, case, ref_args)
+    actual = _call(CY, case, cy_args)
+    assert_close(actual, expected, _scale(case, ref_args))
+    for i, (a, b) in enumerate(zip(cy_args, before)):
+        if not isinstance(a, np.ndarray):
+            continue
+        if i in inplace:
+            assert_close(a, ref_args[i])
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"argument {i} was modified")
+
+
+PARAMS = [(case, dt, size) for case in CASES for dt in DTYPES
+          for size in range(len(CASES[case][2]))]
+
+
+def test_dense_kernels_are_compiled():
+    compiled = compiled_kernels()
+    missing = [k for k in DENSE_KERNELS if compiled.get(k) not in DENSE_MODULES]
+    assert not missing, f"dense kernels falling back to the reference: {missing}"
+
+
+@pytest.mark.parametrize("case,dtype,size", PARAMS,
+                         ids=[f"{c}-{np.dtype(d).name}-{s}" for c, d, s in PARAMS])
+def test_agrees_with_reference(case, dtype, size, rng):
+    builder, _, sizes = CASES[case]
+    _check_case(case, builder(rng, dtype, **sizes[size]))
+
+
+@pytest.mark.parametrize("kind", LAYOUTS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_layouts(case, kind, rng):
+    """Inputs in any layout (Fortran, strided, transposed views, read-only) give the
+    reference's results on C-contiguous copies, and are left unchanged."""
+    builder, inplace, sizes = CASES[case]
+    for dt in DTYPES:
+        base = builder(rng, dt, **sizes[1])
+        args = [layout(a, kind) if isinstance(a, np.ndarray) and i not in inplace else a
+                for i, a in enumerate(base)]
+        _check_case(case, args, ref_args=base)
+
+
+@pytest.mark.parametrize("case", ["batchnorm_forward_train", "spatial_batchnorm_forward_train"])
+def test_running_stats_views(case, rng):
+    """Running statistics that are views into larger buffers (one strided) are updated
+    like the reference and nothing around them is written."""
+    builder, _, _ = CASES[case]
+    for dt in DTYPES:
+        args = builder(rng, dt)
+        c = args[3].shape[0]
+        rm_buf = np.full(c + 6, 7.0, dtype=dt)
+        rv_buf = np.full(3 * c + 2, 9.0, dtype=dt)
+        rm, rv = rm_buf[3:3 + c], rv_buf[1:1 + 3 * c:3]
+        rm[...], rv[...] = args[3], args[4]
+        expected = REF[kernel_of(case)](*clone(args))
+        cy_args = args[:3] + [rm, rv] + args[5:]
+        ref_args = clone(args)
+        REF[kernel_of(case)](*ref_args)
+        actual = CY[kernel_of(case)](*cy_args)
+        assert_close(actual, expected)
+        assert_close(rm.copy(), ref_args[3])
+        assert_close(rv.copy(), ref_args[4])
+        assert (rm_buf[:3] == 7).all() and (rm_buf[3 + c:] == 7).all()
+        untouched = np.ones(rv_buf.shape, bool)
+        untouched[1:1 + 3 * c:3] = False
+        assert (rv_buf[untouched] == 9).all()
+
+
+@pytest.mark.parametrize("case", ["relu_forward", "sigmoid_backward", "softmax_cross_entropy_forward",
+                                  "batchnorm_forward_train", "batchnorm_backward",
+                                  "spatial_batchnorm_forward_train", "spatial_batchnorm_backward",
+                                  "layernorm_backward", "instancenorm_backward", "dropout_forward"])
+def test_thread_count_does_not_change_results(case, rng, threads):
+    builder, _, sizes = CASES[case]
+    for dt in DTYPES:
+        args = builder(rng, dt, **sizes[-1])
+        results = []
+        for n in (1, 2, 3):
+            threads(n)
+            results.append(_call(CY, case, clone(args)))
+        for r in results[1:]:
+            assert_close(r, results[0], _scale(case, args))
+
+
+def test_special_values(rng):
+    """inf/NaN/signed zero go through the activations as through NumPy."""
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 709.0,
+                  -745.0, 20.0, -20.0])
+    for dt in DTYPES:
+        xd = x.astype(dt)
+        with np.errstate(all="ignore"):
+            for name in ("relu_forward", "sigmoid_forward", "tanh_forward"):
+                expected, actual = REF[name](xd), CY[name](xd)
+                np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+                np.testing.assert_allclose(actual, expected, rtol=TOL[xd.dtype],
+                                           atol=TOL[xd.dtype])
+        mask = rng.random(x.shape) < 0.5
+        a = CY["dropout_forward"](xd, mask, 2.0)
+        assert (a[~mask] == 0).all()
+
+
+# ---------------------------------------------------------------- bad input
+
+def _valid(case, dt=np.float64):
+    return CASES[case][0](np.random.default_rng(0), dt)
+
+
+def _array_positions(args):
+    return [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+
+
+def _mutations(case):
+    """(label, function args -> args) for invalid variants of a valid call."""
+    name = kernel_of(case)
+    muts = []
+    for pos in _array_positions(_valid(case)):
+        def retype(dtype, pos=pos):
+            return lambda a: a[:pos] + [a[pos].astype(dtype)] + a[pos + 1:]
+        muts += [(f"arg{pos}-int", retype(np.int64)), (f"arg{pos}-complex", retype(np.complex128)),
+                 (f"arg{pos}-object", retype(object)), (f"arg{pos}-float16", retype(np.float16)),
+                 (f"arg{pos}-list", lambda a, pos=pos: a[:pos] + [a[pos].tolist()] + a[pos + 1:]),
+                 (f"arg{pos}-extra-axis", lambda a, pos=pos: a[:pos] + [a[pos][None]] + a[pos + 1:])]
+        if pos > 0:
+            muts.append((f"arg{pos}-other-float", retype(np.float32)))
+            muts.append((f"arg{pos}-shape", lambda a, pos=pos:
+                         a[:pos] + [np.concatenate([a[pos], a[pos][..., :1]], axis=-1)
+                                    if a[pos].ndim else a[pos][None]] + a[pos + 1:]))
+    if name.startswith("softmax"):
+        muts += [("label-high", lambda a: [a[0], np.full(a[1].shape[0], 13)] + a[2:]),
+                 ("label-negative", lambda a: [a[0], np.full(a[1].shape[0], -1)] + a[2:]),
+                 ("label-length", lambda a: [a[0], np.zeros(a[0].shape[0] + 1, int)] + a[2:]),
+                 ("label-str", lambda a: [a[0], np.array(["a"] * a[0].shape[0])] + a[2:]),
+                 ("label-3d", lambda a: [a[0], np.zeros((a[0].shape[0], 1, 1))] + a[2:])]
+    if name.endswith("backward") and name.startswith("softmax"):
+        muts += [("dout-str", lambda a: a[:2] + ["1"]), ("dout-nan", lambda a: a[:2] + [np.nan])]
+    if name == "batchnorm_forward_train" or name == "spatial_batchnorm_forward_train":
+        def readonly(pos):
+            def f(a):
+                r = a[pos].copy()
+                r.flags.writeable = False
+                return a[:pos] + [r] + a[pos + 1:]
+            return f
+        muts += [("rm-readonly", readonly(3)), ("rv-readonly", readonly(4)),
+                 ("momentum-high", lambda a: a[:5] + [1.5, a[6]]),
+                 ("momentum-bool", lambda a: a[:5] + [True, a[6]]),
+                 ("eps-zero", lambda a: a[:6] + [0.0]),
+                 ("eps-inf", lambda a: a[:6] + [np.inf]),
+                 ("no-rows", lambda a: [a[0][:0]] + a[1:])]
+    if name in ("batchnorm_forward_infer", "spatial_batchnorm_forward_infer",
+                "layernorm_forward", "instancenorm_forward"):
+        muts.append(("eps-negative", lambda a: a[:-1] + [-1.0]))
+    if name.startswith("dropout"):
+        muts += [("mask-int", lambda a: [a[0], a[1].astype(np.int8), a[2]]),
+                 ("mask-shape", lambda a: [a[0], a[1][..., :-1], a[2]]),
+                 ("scale-none", lambda a: a[:2] + [None])]
+    return muts
+
+
+BAD = [(case, label, f) for case in CASES if "onehot" not in case
+       for label, f in _mutations(case)]
+
+
+def _same_error(fn_name, args):
+    with pytest.raises(Exception) as expected:
+        REF[fn_name](*clone(args))
+    with pytest.raises(type(expected.value)) as actual:
+        CY[fn_name](*clone(args))
+    assert str(actual.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("case,label,mutate", BAD, ids=[f"{c}-{l}" for c, l, _ in BAD])
+def test_bad_input_same_error(case, label, mutate):
+    args = mutate(list(_valid(case)))
+    try:
+        REF[kernel_of(case)](*clone(args))
+    except Exception:
+        pass
+    else:
+        pytest.skip("this variant is valid input")    # e.g. an extra axis for activations
+    _same_error(kernel_of(case), args)
+
+
+# ---------------------------------------------------------------- optimizers
+
+OPTIMIZERS = {
+    # name: (number of state lists, hyperparameters)
+    "sgd_update": (0, (0.05,)),
+    "momentum_update": (1, (0.05, 0.9)),
+    "nesterov_update": (1, (0.05, 0.9)),
+    "adagrad_update": (1, (0.05, 1e-7)),
+    "rmsprop_update": (1, (0.05, 0.9, 1e-7)),
+    "adam_update": (2, (0.01, 0.9, 0.999, 3, 1e-7)),
+    "adamw_update": (2, (0.01, 0.9, 0.999, 3, 1e-7, 0.1)),
+}
+SHAPES = [(3, 4), (100,), (), (0, 5), (7, 13), (1,), (300, 257)]
+
+
+def _opt_lists(rng, dt, shapes, n_states):
+    params = [rand(rng, s, dt) for s in shapes]
+    grads = [rand(rng, s, dt) for s in shapes]
+    states = [[np.abs(rand(rng, s, dt), out=rand(rng, s, dt)) for s in shapes]
+              for _ in range(n_states)]
+    return params, grads, states
+
+
+def _run_both(name, params, grads, states, hyper, ref_params=None, ref_states=None):
+    ref_params = clone(params) if ref_params is None else ref_params
+    ref_states = clone(states) if ref_states is None else ref_states
+    ref_grads = clone(grads)
+    g_before = clone(grads)
+    REF[name](ref_params, ref_grads, *ref_states, *hyper)
+    assert CY[name](params, grads, *states, *hyper) is None
+    for a, e in zip(params, ref_params):
+        assert_close(a, e)
+    for s, rs in zip(states, ref_states):
+        for a, e in zip(s, rs):
+            assert_close(a, e)
+    for g, b in zip(grads, g_before):
+        np.testing.assert_array_equal(g, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_lists(name, dtype, rng, threads):
+    """Several arrays of assorted shapes (0-d, empty, large) in one call, repeated steps,
+    on 1 and 2 threads."""
+    n_states, hyper = OPTIMIZERS[name]
+    for n in (1, 2):
+        threads(n)
+        params, grads, states = _opt_lists(rng, dtype, SHAPES, n_states)
+        for _ in range(3):
+            _run_both(name, params, grads, states, hyper)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_views_and_guards(name, rng):
+    """Params and states that are views into bigger buffers (contiguous slices, strided
+    and transposed views, Fortran arrays, read-only and non-contiguous gradients): the
+    views get the reference's values, the buffers around them are untouched."""
+    n_states, hyper = OPTIMIZERS[name]
+    sentinel = 1234.5
+    for dt in DTYPES:
+        shapes = [(50,), (6, 7), (5, 4), (9, 3), (2000,)]
+        params, grads, states = _opt_lists(rng, dt, shapes, n_states)
+        ref_params, ref_states = clone(params), clone(states)
+
+        bufs = []
+
+        def embed(a, kind):
+            if kind == "slice":           # contiguous view with guard elements around it
+                buf = np.full(a.size + 16, sentinel, dtype=dt)
+
+                def view(b, a=a):
+                    return b[8:8 + a.size].reshape(a.shape)
+            elif kind == "strided":       # every third element of every other row
+                buf = np.full((2 * a.shape[0] + 1, 3 * a.shape[1] + 2), sentinel, dtype=dt)
+
+                def view(b, a=a):
+                    return b[1::2, 1:1 + 3 * a.shape[1]:3]
+            elif kind == "transposed":    # a C buffer seen transposed
+                buf = np.full((a.shape[1], a.shape[0]), sentinel, dtype=dt)
+
+                def view(b):
+                    return b.T
+            else:                         # Fortran order: updated through its transpose
+                buf = np.asfortranarray(np.full(a.shape, sentinel, dtype=dt))
+
+                def view(b):
+                    return b
+            v = view(buf)
+            v[...] = a
+            bufs.append((buf, view))
+            return v
+
+        kinds = ["slice", "strided", "transposed", "fortran", "slice"]
+        params = [embed(a, k) for a, k in zip(params, kinds)]
+        states = [[embed(a, k) for a, k in zip(s, ["fortran", "slice", "strided", "transposed",
+                                                   "slice"])]
+                  for s in states]
+        grads = [layout(grads[0], "readonly"), layout(grads[1], "strided"),
+                 layout(grads[2], "F"), grads[3], layout(grads[4], "readonly")]
+        _run_both(name, params, grads, states, hyper, ref_params, ref_states)
+        for buf, view in bufs:
+            outside = np.ones(buf.shape, bool)
+            view(outside)[...] = False
+            assert (buf[outside] == sentinel).all(), "an element outside the view was written"
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_mixed_dtypes(name, rng):
+    """One call may mix float32 and float64 pairs (each pair has one dtype)."""
+    n_states, hyper = OPTIMIZERS[name]
+    p32, g32, s32 = _opt_lists(rng, np.float32, [(40, 3)], n_states)
+    p64, g64, s64 = _opt_lists(rng, np.float64, [(17,)], n_states)
+    _run_both(name, p32 + p64, g32 + g64, [a + b for a, b in zip(s32, s64)], hyper)
+
+
+def _opt_args(name, rng, dt=np.float64):
+    n_states, hyper = OPTIMIZERS[name]
+    params, grads, states = _opt_lists(rng, dt, [(3, 4), (5,)], n_states)
+    return [params, grads, *states, *hyper], n_states
+
+
+def _opt_mutations(name, n_states):
+    def at(lst, i, value):
+        def f(a):
+            a = clone(a)
+            a[lst][i] = value(a[lst][i])
+            return a
+        return f
+
+    def ro(x):
+        x = x.copy()
+        x.flags.writeable = False
+        return x
+
+    muts = [
+        ("params-not-list", lambda a: [np.zeros(3)] + a[1:]),
+        ("grads-short", lambda a: [a[0], a[1][:1]] + a[2:]),
+        ("param-int", at(0, 0, lambda x: x.astype(np.int32))),
+        ("param-readonly", at(0, 1, ro)),
+        ("grad-shape", at(1, 0, lambda x: x[:, :2])),
+        ("grad-dtype", at(1, 1, lambda x: x.astype(np.float32))),
+        ("grad-complex", at(1, 1, lambda x: x.astype(np.complex64))),
+        ("grad-object", at(1, 0, lambda x: x.astype(object))),
+        ("lr-str", lambda a: a[:2 + n_states] + ["0.1"] + a[3 + n_states:]),
+        ("lr-nan", lambda a: a[:2 + n_states] + [np.nan] + a[3 + n_states:]),
+    ]
+    for s in range(n_states):
+        muts += [(f"state{s}-readonly", at(2 + s, 0, ro)),
+                 (f"state{s}-shape", at(2 + s, 1, lambda x: x[:-1])),
+                 (f"state{s}-dtype", at(2 + s, 0, lambda x: x.astype(np.float32))),
+                 (f"state{s}-missing", lambda a, s=s: a[:2 + s] + [a[2 + s][:1]] + a[3 + s:])]
+    if name.startswith("adam"):
+        muts += [("beta1-one", lambda a: a[:5] + [1.0] + a[6:]),
+                 ("beta2-high", lambda a: a[:6] + [1.5] + a[7:]),
+                 ("step-zero", lambda a: a[:7] + [0] + a[8:]),
+                 ("step-float", lambda a: a[:7] + [2.0] + a[8:]),
+                 ("eps-negative", lambda a: a[:8] + [-1.0] + a[9:])]
+    if name == "rmsprop_update":
+        muts.append(("decay-negative", lambda a: a[:4] + [-0.1] + a[5:]))
+    return muts
+
+
+OPT_BAD = [(name, label, f) for name in OPTIMIZERS
+           for label, f in _opt_mutations(name, OPTIMIZERS[name][0])]
+
+
+@pytest.mark.parametrize("name,label,mutate", OPT_BAD, ids=[f"{n}-{l}" for n, l, _ in OPT_BAD])
+def test_optimizer_bad_input_same_error(name, label, mutate):
+    args, _ = _opt_args(name, np.random.default_rng(1))
+    bad = mutate(args)
+    before = clone(bad)
+    _same_error(name, bad)
+    # a rejected update writes nothing
+    for a, b in zip(bad[0] if isinstance(bad[0], list) else [], before[0]):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- properties
+
+dims = st.integers(0, 24)
+pos_dims = st.integers(1, 24)
+dtypes = st.sampled_from(DTYPES)
+
+
+@HYPO
+@given(n=dims, d=dims, m=dims, dtype=dtypes, seed=st.integers(0, 2**32 - 1),
+       fortran=st.booleans())
+def test_affine_property(n, d, m, dtype, seed, fortran):
+    rng = np.random.default_rng(seed)
+    x, W, b = _affine_fwd(rng, dtype, n, d, m)
+    dout = rand(rng, (n, m), dtype)
+    if fortran:
+        x, W, dout = np.asfortranarray(x), np.asfortranarray(W), np.asfortranarray(dout)
+    assert_close(CY["affine_forward"](x, W, b), REF["affine_forward"](x, W, b))
+    assert_close(CY["affine_backward"](dout, x, W), REF["affine_backward"](dout, x, W))
+
+
+@HYPO
+@given(shape=st.lists(st.integers(0, 9), min_size=0, max_size=4), dtype=dtypes,
+       scale=st.floats(0.01, 100.0), seed=st.integers(0, 2**32 - 1))
+def test_activation_property(shape, dtype, scale, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, tuple(shape), dtype, scale=scale)
+    dout = rand(rng, tuple(shape), dtype)
+    for kind in ("relu", "sigmoid", "tanh"):
+        out = REF[f"{kind}_forward"](x)
+        assert_close(CY[f"{kind}_forward"](x), out, _scale(f"{kind}_forward", [x]))
+        out = np.asarray(out)
+        assert_close(CY[f"{kind}_backward"](dout, out), REF[f"{kind}_backward"](dout, out),
+                     _scale(f"{kind}_backward", [dout, out]))
+
+
+@HYPO
+@given(n=dims, c=pos_dims, dtype=dtypes, scale=st.floats(0.1, 30.0), onehot=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_softmax_property(n, c, dtype, scale, onehot, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (n, c), dtype, scale=scale)
+    t = _labels(rng, n, c, onehot, dtype)
+    expected = REF["softmax_cross_entropy_forward"](x, t)
+    actual = CY["softmax_cross_entropy_forward"](x, t)
+    assert_close(actual, expected)
+    assert_close(CY["softmax_cross_entropy_backward"](actual[1], t, 2.0),
+                 REF["softmax_cross_entropy_backward"](expected[1], t, 2.0))
+
+
+@HYPO
+@given(n=pos_dims, d=dims, dtype=dtypes, shift=st.floats(-1e3, 1e3), spread=st.floats(1e-2, 1e2),
+       seed=st.integers(0, 2**32 - 1))
+def test_batchnorm_property(n, d, dtype, shift, spread, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (n, d), dtype, scale=spread, shift=shift)
+    g, b = _bn_params(rng, dtype, d)
+    r_ref, r_cy = _running(rng, dtype, d), None
+    r_cy = clone(r_ref)
+    # x - mean is only as exact as the rounding of mean (~ulp(shift)): both backends lose
+    # ~|shift|/spread ulps relative to the spread, so the tolerance follows
+    expected = REF["batchnorm_forward_train"](x, g, b, *r_ref)
+    actual = CY["batchnorm_forward_train"](x, g, b, *r_cy)
+    rel = max(1.0, abs(shift) / spread)
+    out_scale = rel * float(np.max(np.abs(g), initial=0) + np.max(np.abs(b), initial=0)) * 4
+    assert_close(actual, expected, (out_scale, rel * 4, None))
+    assert_close(r_cy[0], r_ref[0])
+    assert_close(r_cy[1], r_ref[1])
+    dout = rand(rng, (n, d), dtype)
+    args = [dout, expected[1], g, expected[2]]
+    assert_close(CY["batchnorm_backward"](*args), REF["batchnorm_backward"](*args),
+                 _scale("batchnorm_backward", args))
+
+
+@HYPO
+@given(shape=st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 6),
+                       st.integers(0, 6)),
+       dtype=dtypes, seed=st.integers(0, 2**32 - 1))
+def test_spatial_norms_property(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    x = rand(rng, shape, dtype, scale=2.0, shift=3.0)
+    g, b = _bn_params(rng, dtype, c)
+    dout = rand(rng, shape, dtype)
+    if n * h * w > 0:
+        r_ref = _running(rng, dtype, c)
+        r_cy = clone(r_ref)
+        expected = REF["spatial_batchnorm_forward_train"](x, g, b, *r_ref)
+        assert_close(CY["spatial_batchnorm_forward_train"](x, g, b, *r_cy), expected)
+        assert_close(r_cy[0], r_ref[0])
+        args = [dout, expected[1], g, expected[2]]
+        assert_close(CY["spatial_batchnorm_backward"](*args),
+                     REF["spatial_batchnorm_backward"](*args),
+                     _scale("spatial_batchnorm_backward", args))
+    if h * w > 0:
+        expected = REF["instancenorm_forward"](x, g, b)
+        assert_close(CY["instancenorm_forward"](x, g, b), expected)
+        args = [dout, expected[1], g, expected[2]]
+        assert_close(CY["instancenorm_backward"](*args), REF["instancenorm_backward"](*args),
+                     _scale("instancenorm_backward", args))
+
+
+@HYPO
+@given(shapes=st.lists(st.lists(st.integers(0, 40), min_size=0, max_size=3), min_size=0,
+                       max_size=6),
+       name=st.sampled_from(list(OPTIMIZERS)), dtype=dtypes, seed=st.integers(0, 2**32 - 1))
+def test_optimizer_property(shapes, name, dtype, seed):
+    rng = np.random.default_rng(seed)
+    n_states, hyper = OPTIMIZERS[name]
+    params, grads, states = _opt_lists(rng, dtype, [tuple(s) for s in shapes], n_states)
+    _run_both(name, params, grads, states, hyper)

@@ -1,0 +1,173 @@
+"""Activations (ReLU, sigmoid, tanh) and their gradients, compiled.
+
+Each kernel works on any ndim through the flat C-contiguous buffer: the wrapper checks
+the arguments exactly like ``_reference``, makes inputs contiguous once, allocates the
+output in the input's dtype and runs one fused loop, split over OpenMP threads when the
+array is large enough to gain from it.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+from zerodl._config import get_num_threads
+from zerodl._kernels import _checks as chk
+from zerodl._kernels._util cimport (part_start, threads_for, zd_sigmoid_f32, zd_sigmoid_f64,
+                                   zd_tanh_f32, zd_tanh_f64)
+
+# Elements per thread below which a second thread costs more than it saves: cheap
+# elementwise loops (ReLU, the backward products) are memory-bound, transcendental ones
+# (exp, tanh) compute-bound and worth splitting sooner.
+cdef Py_ssize_t MIN_CHEAP = 1 << 16
+cdef Py_ssize_t MIN_TRANSCENDENTAL = 1 << 13
+
+cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
+    """Threads for `work` elements; get_num_threads() is asked only when a second thread
+    could pay off (it is not free: os.cpu_count() reads /sys)."""
+    if work < 2 * min_work:
+        return 1
+    return threads_for(work, min_work, get_num_threads())
+
+
+cdef enum Op:
+    RELU_FWD
+    SIGMOID_FWD
+    TANH_FWD
+    RELU_BWD
+    SIGMOID_BWD
+    TANH_BWD
+
+
+# Literals are typed `floating` on purpose: a bare 1 or 0 becomes a C double and drags
+# float32 loops into double arithmetic.
+
+cdef void _unary(Op op, const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating zero = 0
+    if op == RELU_FWD:
+        # x < 0 ? 0 : x keeps NaN and -0.0 like np.maximum(x, 0).
+        for i in range(n):
+            out[i] = zero if x[i] < zero else x[i]
+    elif op == SIGMOID_FWD:
+        # 1 / (1 + exp(-x)): the logistic function; exp(-x) = inf gives exactly 0.
+        if floating is float:
+            zd_sigmoid_f32(x, out, n)
+        else:
+            zd_sigmoid_f64(x, out, n)
+    elif floating is float:
+        zd_tanh_f32(x, out, n)
+    else:
+        zd_tanh_f64(x, out, n)
+
+
+cdef void _binary(Op op, const floating* dout, const floating* y, floating* dx,
+                  Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating d, zero = 0, one = 1
+    if op == RELU_BWD:
+        for i in range(n):
+            d = dout[i]     # loaded unconditionally, so the select vectorises
+            dx[i] = d if y[i] > zero else zero
+    elif op == SIGMOID_BWD:
+        # dout * (1 - y) * y, in the reference's order of operations.
+        for i in range(n):
+            dx[i] = dout[i] * (one - y[i]) * y[i]
+    else:
+        for i in range(n):
+            dx[i] = dout[i] * (one - y[i] * y[i])
+
+
+cdef void _run_unary(Op op, const floating[::1] x, floating[::1] out, int nt) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0], lo, hi
+    cdef int t
+    if n == 0:
+        return
+    cdef const floating* xp = &x[0]
+    cdef floating* op_ = &out[0]
+    if nt <= 1:
+        _unary(op, xp, op_, n)
+        return
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = part_start(n, nt, t)
+        hi = part_start(n, nt, t + 1)
+        _unary(op, xp + lo, op_ + lo, hi - lo)
+
+
+cdef void _run_binary(Op op, const floating[::1] dout, const floating[::1] y,
+                      floating[::1] dx, int nt) noexcept nogil:
+    cdef Py_ssize_t n = dout.shape[0], lo, hi
+    cdef int t
+    if n == 0:
+        return
+    cdef const floating* dp = &dout[0]
+    cdef const floating* yp = &y[0]
+    cdef floating* xp = &dx[0]
+    if nt <= 1:
+        _binary(op, dp, yp, xp, n)
+        return
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = part_start(n, nt, t)
+        hi = part_start(n, nt, t + 1)
+        _binary(op, dp + lo, yp + lo, xp + lo, hi - lo)
+
+
+cdef object _forward(Op op, x, Py_ssize_t min_work):
+    chk.float_array("x", x)
+    shape = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty(shape, dtype=x.dtype)
+    cdef int nt = _threads(x.size, min_work)
+    if x.dtype == np.float32:
+        _run_unary[float](op, x.reshape(-1), out.reshape(-1), nt)
+    else:
+        _run_unary[double](op, x.reshape(-1), out.reshape(-1), nt)
+    # 0-d input: a NumPy scalar, as the reference's ufuncs return
+    return out[()] if out.ndim == 0 else out
+
+
+cdef object _backward(Op op, dout, out):
+    # The reference's _pair: dout and out float arrays of one dtype and one shape.
+    chk.float_array("dout", dout)
+    chk.float_array("out", out)
+    chk.same_dtype(dout=dout, out=out)
+    chk.shape_is("dout", dout, out.shape, "the shape of out")
+    shape = dout.shape
+    dout = np.ascontiguousarray(dout)
+    out = np.ascontiguousarray(out)
+    dx = np.empty(shape, dtype=dout.dtype)
+    cdef int nt = _threads(dout.size, MIN_CHEAP)
+    if dout.dtype == np.float32:
+        _run_binary[float](op, dout.reshape(-1), out.reshape(-1), dx.reshape(-1), nt)
+    else:
+        _run_binary[double](op, dout.reshape(-1), out.reshape(-1), dx.reshape(-1), nt)
+    # 0-d input: the reference's arithmetic gives a NumPy scalar, its np.where an array
+    return dx[()] if dx.ndim == 0 and op != RELU_BWD else dx
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise."""
+    return _forward(RELU_FWD, x, MIN_CHEAP)
+
+
+def relu_backward(dout, out):
+    """dx = dout where the forward output was positive (x > 0), else 0."""
+    return _backward(RELU_BWD, dout, out)
+
+
+def sigmoid_forward(x):
+    """The logistic function 1 / (1 + exp(-x)), without overflow for large |x|."""
+    return _forward(SIGMOID_FWD, x, MIN_TRANSCENDENTAL)
+
+
+def sigmoid_backward(dout, out):
+    """dx = dout * (1 - out) * out."""
+    return _backward(SIGMOID_BWD, dout, out)
+
+
+def tanh_forward(x):
+    return _forward(TANH_FWD, x, MIN_TRANSCENDENTAL)
+
+
+def tanh_backward(dout, out):
+    """dx = dout * (1 - out^2)."""
+    return _backward(TANH_BWD, dout, out)

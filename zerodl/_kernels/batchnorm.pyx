@@ -1,0 +1,923 @@
+"""Batch, layer and instance normalisation, compiled.
+
+Batch norm of (N, D) takes two streaming passes over x: one for the statistics (sums of
+x - x[0] and of its square, in double: the shifted-data variance, exact when the shift is
+a sample), one to normalise.  Rows are split over threads; each thread sums its rows into
+private (D,) buffers that are combined afterwards in thread order.  Spatial batch norm
+keeps the NCHW layout: every (n, c) plane is contiguous, planes are reduced in parallel
+into per-plane partial sums, and the partials are combined per channel in sample order.
+Layer and instance norm normalise rows/planes independently, with their gamma/beta
+gradients summed the same two ways.  So results do not depend on the scheduling.
+
+The backward passes use dx = p * dxhat + q * xhat + r per feature, the reference's
+gamma*inv_std/N * (N*dout - sum(dout) - xhat*sum(dout*xhat)) with its coefficients
+computed once per feature in double.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport sqrt
+from libc.string cimport memset
+
+from zerodl._config import get_num_threads
+from zerodl._kernels import _checks as chk
+from zerodl._kernels._util cimport (
+    part_start, threads_for, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
+    zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
+    zd_colsums_dot_f64, zd_colsums_shifted_f32, zd_colsums_shifted_f64, zd_shifted_sums_f32,
+    zd_shifted_sums_f64, zd_sqdev_f32, zd_sqdev_f64, zd_sum_dot_f32, zd_sum_dot_f64,
+    zd_sum_f32, zd_sum_f64, zd_wsum_dot_f32, zd_wsum_dot_f64)
+
+# Elements per thread below which one thread does the whole call.
+cdef Py_ssize_t MIN_WORK = 1 << 15
+
+
+cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
+    """Threads for `work` elements; get_num_threads() is asked only when a second thread
+    could pay off (it is not free: os.cpu_count() reads /sys)."""
+    if work < 2 * min_work:
+        return 1
+    return threads_for(work, min_work, get_num_threads())
+
+
+cdef class _Scratch:
+    """Work memory of one call (per-thread sums, per-feature coefficients), in doubles:
+    cheaper than a handful of small NumPy arrays when the call itself is small."""
+    cdef double* ptr
+
+    def __cinit__(self, Py_ssize_t count):
+        self.ptr = <double*>PyMem_Malloc(max(count, 1) * sizeof(double))
+        if self.ptr == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.ptr)
+
+
+# ---------------------------------------------------------------- checks (as _reference)
+
+def _norm_params(x, gamma, beta, features):
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("beta", beta, 1)
+    chk.same_dtype(x=x, gamma=gamma, beta=beta)
+    chk.shape_is("gamma", gamma, (features,), "one per feature of x")
+    chk.shape_is("beta", beta, (features,), "one per feature of x")
+
+
+def _running(x, running_mean, running_var, features):
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        chk.float_array(name, r, 1)
+        chk.shape_is(name, r, (features,), "one per feature of x")
+        chk.same_dtype(x=x, **{name: r})
+
+
+def _check_bn_common(momentum, eps):
+    return chk.real("momentum", momentum, 0.0, 1.0), chk.real("eps", eps, 0.0, low_open=True)
+
+
+def _check_bn_backward(dout, xhat, gamma, inv_std, features_axis_shape):
+    chk.float_array("dout", dout)
+    chk.float_array("xhat", xhat)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 1)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, features_axis_shape, "one per feature")
+    chk.shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
+
+
+cdef inline object _c(a):
+    return np.ascontiguousarray(a)
+
+
+# ---------------------------------------------------------------- shared per-feature math
+
+cdef void _finish_stats(double s1, double s2, double count, double shift, double eps,
+                        double* mean, double* var, double* inv) noexcept nogil:
+    """Mean, biased variance and 1/sqrt(var + eps) from the shifted sums."""
+    cdef double m = s1 / count
+    cdef double v = s2 / count - m * m
+    if v < 0:
+        v = 0.0
+    mean[0] = shift + m
+    var[0] = v
+    inv[0] = 1.0 / sqrt(v + eps)
+
+
+cdef void _update_running(floating[:] running_mean, floating[:] running_var,
+                          const double* mean, const double* var,
+                          double momentum) noexcept nogil:
+    # r = momentum * r + (1 - momentum) * batch, rounded like the reference's
+    # `r *= momentum; r += ((1 - momentum) * batch).astype(dtype)`.
+    cdef Py_ssize_t j
+    cdef floating mom = <floating>momentum
+    for j in range(running_mean.shape[0]):
+        running_mean[j] = running_mean[j] * mom + <floating>((1 - momentum) * mean[j])
+        running_var[j] = running_var[j] * mom + <floating>((1 - momentum) * var[j])
+
+
+# ---------------------------------------------------------------- batch norm (N, D)
+# Rows are split over threads: x streams through in memory order (column blocks would
+# jump a whole row per cache line and defeat the prefetchers); each thread sums its rows
+# into its own (D,) double buffers, which are combined afterwards in thread order.
+
+cdef void _bn_train(const floating[:, ::1] x, const floating[::1] gamma,
+                    const floating[::1] beta, floating[:] running_mean,
+                    floating[:] running_var, double momentum, double eps,
+                    floating[:, ::1] out, floating[:, ::1] xhat, floating[::1] inv_std,
+                    double* work, int nt) noexcept nogil:
+    # work: (2*nt + 4) * d doubles
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], lo, hi, j
+    cdef int t
+    cdef double s1, s2, inv
+    if d == 0:
+        return
+    cdef double* acc1 = work                # per-thread sums, nt rows of d
+    cdef double* acc2 = work + nt * d
+    cdef double* mean = work + 2 * nt * d
+    cdef double* var = mean + d
+    cdef floating* mhi = <floating*>(var + d)
+    cdef floating* mlo = <floating*>(var + 2 * d)
+    cdef const floating* xp = &x[0, 0]
+    memset(work, 0, 2 * nt * d * sizeof(double))
+    # shifted sums over rows 1..n-1 (row 0 is the shift and adds nothing)
+    if nt <= 1:
+        _colsums_rows(xp, d, 1, n, acc1, acc2)
+    else:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            lo = 1 + part_start(n - 1, nt, t)
+            hi = 1 + part_start(n - 1, nt, t + 1)
+            _colsums_rows(xp, d, lo, hi, acc1 + t * d, acc2 + t * d)
+    for j in range(d):
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(nt):
+            s1 = s1 + acc1[t * d + j]
+            s2 = s2 + acc2[t * d + j]
+        _finish_stats(s1, s2, <double>n, <double>xp[j], eps, &mean[j], &var[j], &inv)
+        inv_std[j] = <floating>inv
+        mhi[j] = <floating>mean[j]
+        mlo[j] = <floating>(mean[j] - <double>mhi[j])
+    if nt <= 1:
+        _colnorm_rows(xp, d, 0, n, mhi, mlo, &inv_std[0], &gamma[0], &beta[0], &xhat[0, 0],
+                      &out[0, 0])
+    else:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            lo = part_start(n, nt, t)
+            hi = part_start(n, nt, t + 1)
+            _colnorm_rows(xp, d, lo, hi, mhi, mlo, &inv_std[0], &gamma[0], &beta[0],
+                          &xhat[0, 0], &out[0, 0])
+    _update_running(running_mean, running_var, mean, var, momentum)
+
+
+cdef inline void _colsums_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
+                               double* s1, double* s2) noexcept nogil:
+    """s1 += x[i] - x[0], s2 += (x[i] - x[0])^2 over rows lo..hi of x (rows of length d)."""
+    if hi <= lo:
+        return
+    if floating is float:
+        zd_colsums_shifted_f32(x + lo * d, d, hi - lo, d, x, s1, s2)
+    else:
+        zd_colsums_shifted_f64(x + lo * d, d, hi - lo, d, x, s1, s2)
+
+
+cdef inline void _colnorm_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
+                               const floating* mhi, const floating* mlo, const floating* s,
+                               const floating* g, const floating* b, floating* xhat,
+                               floating* out) noexcept nogil:
+    if hi <= lo:
+        return
+    if floating is float:
+        zd_colnorm_f32(x + lo * d, d, hi - lo, d, mhi, mlo, s, g, b, xhat + lo * d,
+                       out + lo * d)
+    else:
+        zd_colnorm_f64(x + lo * d, d, hi - lo, d, mhi, mlo, s, g, b, xhat + lo * d,
+                       out + lo * d)
+
+
+def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-6):
+    """Training-mode batch norm of x (N, D) per column; returns (out, xhat, inv_std).
+
+    running_mean/var (D,) are updated in place: r = momentum*r + (1-momentum)*batch,
+    with the biased batch variance (the book's convention).
+    """
+    chk.float_array("x", x, 2)
+    if x.shape[0] < 1:
+        raise ValueError("x must have at least one row to compute batch statistics")
+    _norm_params(x, gamma, beta, x.shape[1])
+    _running(x, running_mean, running_var, x.shape[1])
+    chk.writable("running_mean", running_mean)
+    chk.writable("running_var", running_var)
+    momentum, eps = _check_bn_common(momentum, eps)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    n, d = x.shape
+    dtype = x.dtype
+    out = np.empty((n, d), dtype=dtype)
+    xhat = np.empty((n, d), dtype=dtype)
+    inv_std = np.empty(d, dtype=dtype)
+    cdef int nt = _threads(n * d, MIN_WORK)
+    if nt > n:
+        nt = n
+    cdef _Scratch work = _Scratch((2 * nt + 4) * d)
+    if dtype == np.float32:
+        _bn_train[float](x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat,
+                         inv_std, work.ptr, nt)
+    else:
+        _bn_train[double](x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat,
+                          inv_std, work.ptr, nt)
+    return out, xhat, inv_std
+
+
+cdef void _bn_infer_scale(const floating[::1] gamma, const floating[::1] beta,
+                          const floating[:] running_mean, const floating[:] running_var,
+                          double eps, floating* scale, floating* shift) noexcept nogil:
+    # scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale, in the
+    # dtype like the reference (sqrt of a float32 through double is correctly rounded).
+    cdef Py_ssize_t j
+    cdef floating t
+    for j in range(gamma.shape[0]):
+        t = running_var[j] + <floating>eps
+        scale[j] = gamma[j] / <floating>sqrt(<double>t)
+        shift[j] = beta[j] - running_mean[j] * scale[j]
+
+
+cdef void _bn_infer(const floating[:, ::1] x, const floating[::1] mean,
+                    const floating* scale, const floating[::1] beta,
+                    floating[:, ::1] out, int nt) noexcept nogil:
+    # out = (x - running_mean) * scale + beta, rows split over threads
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], lo, hi
+    cdef int t
+    if n == 0 or d == 0:
+        return
+    if nt > n:
+        nt = <int>n
+    if nt <= 1:
+        if floating is float:
+            zd_colaffine_f32(&x[0, 0], d, n, d, &mean[0], scale, &beta[0], &out[0, 0])
+        else:
+            zd_colaffine_f64(&x[0, 0], d, n, d, &mean[0], scale, &beta[0], &out[0, 0])
+        return
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = part_start(n, nt, t)
+        hi = part_start(n, nt, t + 1)
+        if floating is float:
+            zd_colaffine_f32(&x[0, 0] + lo * d, d, hi - lo, d, &mean[0], scale, &beta[0],
+                             &out[0, 0] + lo * d)
+        else:
+            zd_colaffine_f64(&x[0, 0] + lo * d, d, hi - lo, d, &mean[0], scale, &beta[0],
+                             &out[0, 0] + lo * d)
+
+
+def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
+    """Inference-mode batch norm with the running statistics."""
+    chk.float_array("x", x, 2)
+    _norm_params(x, gamma, beta, x.shape[1])
+    _running(x, running_mean, running_var, x.shape[1])
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    n, d = x.shape
+    dtype = x.dtype
+    mean = _c(running_mean)
+    out = np.empty((n, d), dtype=dtype)
+    cdef int nt = _threads(n * d, MIN_WORK)
+    cdef Py_ssize_t features = d
+    cdef _Scratch work = _Scratch(2 * features)
+    if dtype == np.float32:
+        _bn_infer_scale[float](gamma, beta, running_mean, running_var, eps,
+                               <float*>work.ptr, <float*>(work.ptr + features))
+        _bn_infer[float](x, mean, <float*>work.ptr, beta, out, nt)
+    else:
+        _bn_infer_scale[double](gamma, beta, running_mean, running_var, eps, work.ptr,
+                                work.ptr + features)
+        _bn_infer[double](x, mean, work.ptr, beta, out, nt)
+    return out
+
+
+cdef void _bn_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
+                       const floating[::1] gamma, const floating[::1] inv_std,
+                       floating[:, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
+                       double* work, int nt) noexcept nogil:
+    # work: (2*nt + 3) * d doubles
+    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], lo, hi, j
+    cdef int t
+    cdef double s1, s2, k
+    if d == 0:
+        return
+    cdef double* acc1 = work                # per-thread sums, nt rows of d
+    cdef double* acc2 = work + nt * d
+    cdef floating* p = <floating*>(work + 2 * nt * d)
+    cdef floating* q = <floating*>(work + (2 * nt + 1) * d)
+    cdef floating* r = <floating*>(work + (2 * nt + 2) * d)
+    cdef const floating* dp = &dout[0, 0]
+    cdef const floating* hp = &xhat[0, 0]
+    memset(work, 0, 2 * nt * d * sizeof(double))
+    # per-thread column sums of dout and dout * xhat
+    if n > 0:
+        if nt <= 1:
+            _colsums_dot_rows(dp, hp, d, 0, n, acc1, acc2)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                lo = part_start(n, nt, t)
+                hi = part_start(n, nt, t + 1)
+                _colsums_dot_rows(dp, hp, d, lo, hi, acc1 + t * d, acc2 + t * d)
+    # dx = k * (N*dout - dbeta - xhat*dgamma), k = gamma*inv_std/N
+    for j in range(d):
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(nt):
+            s1 = s1 + acc1[t * d + j]
+            s2 = s2 + acc2[t * d + j]
+        dbeta[j] = <floating>s1
+        dgamma[j] = <floating>s2
+        if n > 0:
+            k = <double>gamma[j] * <double>inv_std[j] / <double>n
+            p[j] = <floating>(k * n)
+            q[j] = <floating>(-k * s2)
+            r[j] = <floating>(-k * s1)
+    if n == 0:
+        return
+    if nt <= 1:
+        _colcombine_rows(dp, hp, d, 0, n, p, q, r, &dx[0, 0])
+    else:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            lo = part_start(n, nt, t)
+            hi = part_start(n, nt, t + 1)
+            _colcombine_rows(dp, hp, d, lo, hi, p, q, r, &dx[0, 0])
+
+
+cdef inline void _colsums_dot_rows(const floating* a, const floating* b, Py_ssize_t d,
+                                   Py_ssize_t lo, Py_ssize_t hi, double* s1,
+                                   double* s2) noexcept nogil:
+    if hi <= lo:
+        return
+    if floating is float:
+        zd_colsums_dot_f32(a + lo * d, b + lo * d, d, hi - lo, d, s1, s2)
+    else:
+        zd_colsums_dot_f64(a + lo * d, b + lo * d, d, hi - lo, d, s1, s2)
+
+
+cdef inline void _colcombine_rows(const floating* a, const floating* c, Py_ssize_t d,
+                                  Py_ssize_t lo, Py_ssize_t hi, const floating* p,
+                                  const floating* q, const floating* r,
+                                  floating* out) noexcept nogil:
+    if hi <= lo:
+        return
+    if floating is float:
+        zd_colcombine_f32(a + lo * d, c + lo * d, d, hi - lo, d, p, q, r, out + lo * d)
+    else:
+        zd_colcombine_f64(a + lo * d, c + lo * d, d, hi - lo, d, p, q, r, out + lo * d)
+
+
+def batchnorm_backward(dout, xhat, gamma, inv_std):
+    """Gradients of batch norm over the rows of (N, D): (dx, dgamma, dbeta)."""
+    chk.float_array("dout", dout, 2)
+    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
+    n, d = dout.shape
+    dtype = dout.dtype
+    dx = np.empty((n, d), dtype=dtype)
+    dgamma = np.empty(d, dtype=dtype)
+    dbeta = np.empty(d, dtype=dtype)
+    cdef int nt = _threads(n * d, MIN_WORK)
+    if nt > n:
+        nt = max(n, 1)
+    cdef _Scratch work = _Scratch((2 * nt + 3) * d)
+    if dtype == np.float32:
+        _bn_backward[float](dout, xhat, gamma, inv_std, dx, dgamma, dbeta, work.ptr, nt)
+    else:
+        _bn_backward[double](dout, xhat, gamma, inv_std, dx, dgamma, dbeta, work.ptr, nt)
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------- spatial batch norm (N, C, H, W)
+
+cdef void _plane_norm(const floating* x, Py_ssize_t m, floating mhi, floating mlo, floating s,
+                      floating g, floating b, floating* xhat, floating* out) noexcept nogil:
+    # xhat = (x - mean) * s, out = xhat * g + b, mean = mhi + mlo
+    cdef Py_ssize_t i
+    cdef floating h
+    for i in range(m):
+        h = ((x[i] - mhi) - mlo) * s
+        xhat[i] = h
+        out[i] = h * g + b
+
+
+cdef void _plane_affine(const floating* x, Py_ssize_t m, floating s, floating b,
+                        floating* out) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(m):
+        out[i] = x[i] * s + b
+
+
+cdef void _plane_combine(const floating* a, const floating* c, Py_ssize_t m, floating g,
+                         floating p, floating q, floating r, floating* out) noexcept nogil:
+    # out = p * (a * g) + q * c + r
+    cdef Py_ssize_t i
+    for i in range(m):
+        out[i] = p * (a[i] * g) + q * c[i] + r
+
+
+cdef inline void _plane_shifted_sums(const floating* x, Py_ssize_t m, double shift,
+                                     double* s1, double* s2) noexcept nogil:
+    if floating is float:
+        zd_shifted_sums_f32(x, m, shift, s1, s2)
+    else:
+        zd_shifted_sums_f64(x, m, shift, s1, s2)
+
+
+cdef inline void _plane_sum_dot(const floating* a, const floating* b, Py_ssize_t m, floating g,
+                                double* s1, double* s2) noexcept nogil:
+    if floating is float:
+        zd_sum_dot_f32(a, b, m, g, s1, s2)
+    else:
+        zd_sum_dot_f64(a, b, m, g, s1, s2)
+
+
+cdef void _sbn_train(const floating[:, :, ::1] x, const floating[::1] gamma,
+                     const floating[::1] beta, floating[:] running_mean,
+                     floating[:] running_var, double momentum, double eps,
+                     floating[:, :, ::1] out, floating[:, :, ::1] xhat,
+                     floating[::1] inv_std, double[::1] ps1, double[::1] ps2,
+                     double[::1] mean, double[::1] var, floating[::1] mhi,
+                     floating[::1] mlo, int nt) noexcept nogil:
+    # x viewed as (N, C, H*W)
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], hw = x.shape[2], planes = n * c
+    cdef Py_ssize_t pl, ch, i
+    cdef double s1, s2, inv
+    if c == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* hp = &xhat[0, 0, 0]
+    cdef floating* op = &out[0, 0, 0]
+    # per-plane shifted sums (shift: the channel's first value)
+    if nt <= 1:
+        for pl in range(planes):
+            _plane_shifted_sums(xp + pl * hw, hw, <double>xp[(pl % c) * hw], &ps1[pl], &ps2[pl])
+    else:
+        for pl in prange(planes, num_threads=nt, schedule="static"):
+            _plane_shifted_sums(xp + pl * hw, hw, <double>xp[(pl % c) * hw], &ps1[pl], &ps2[pl])
+    # combine per channel in sample order
+    for ch in range(c):
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(n):
+            s1 = s1 + ps1[i * c + ch]
+            s2 = s2 + ps2[i * c + ch]
+        _finish_stats(s1, s2, <double>(n * hw), <double>xp[ch * hw], eps, &mean[ch],
+                      &var[ch], &inv)
+        inv_std[ch] = <floating>inv
+        mhi[ch] = <floating>mean[ch]
+        mlo[ch] = <floating>(mean[ch] - <double>mhi[ch])
+    if nt <= 1:
+        for pl in range(planes):
+            ch = pl % c
+            _plane_norm(xp + pl * hw, hw, mhi[ch], mlo[ch], inv_std[ch], gamma[ch], beta[ch],
+                        hp + pl * hw, op + pl * hw)
+    else:
+        for pl in prange(planes, num_threads=nt, schedule="static"):
+            _plane_norm(xp + pl * hw, hw, mhi[pl % c], mlo[pl % c], inv_std[pl % c],
+                        gamma[pl % c], beta[pl % c], hp + pl * hw, op + pl * hw)
+    _update_running(running_mean, running_var, &mean[0], &var[0], momentum)
+
+
+def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
+                                    momentum=0.9, eps=1e-6):
+    """Batch norm of x (N, C, H, W) per channel over (N, H, W), like BatchNorm2d."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    if n * h * w < 1:
+        raise ValueError("x must have at least one value per channel to compute batch statistics")
+    _norm_params(x, gamma, beta, c)
+    _running(x, running_mean, running_var, c)
+    chk.writable("running_mean", running_mean)
+    chk.writable("running_var", running_var)
+    momentum, eps = _check_bn_common(momentum, eps)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    dtype = x.dtype
+    out = np.empty((n, c, h, w), dtype=dtype)
+    xhat = np.empty((n, c, h, w), dtype=dtype)
+    inv_std = np.empty(c, dtype=dtype)
+    ps1 = np.empty(n * c, dtype=np.float64)
+    ps2 = np.empty(n * c, dtype=np.float64)
+    mean = np.empty(c, dtype=np.float64)
+    var = np.empty(c, dtype=np.float64)
+    mhi = np.empty(c, dtype=dtype)
+    mlo = np.empty(c, dtype=dtype)
+    shape3 = (n, c, h * w)
+    cdef int nt = _threads(x.size, MIN_WORK)
+    if nt > n * c:
+        nt = n * c
+    if dtype == np.float32:
+        _sbn_train[float](x.reshape(shape3), gamma, beta, running_mean, running_var, momentum,
+                          eps, out.reshape(shape3), xhat.reshape(shape3), inv_std, ps1, ps2,
+                          mean, var, mhi, mlo, nt)
+    else:
+        _sbn_train[double](x.reshape(shape3), gamma, beta, running_mean, running_var,
+                           momentum, eps, out.reshape(shape3), xhat.reshape(shape3), inv_std,
+                           ps1, ps2, mean, var, mhi, mlo, nt)
+    return out, xhat, inv_std
+
+
+cdef void _sbn_infer(const floating[:, :, ::1] x, const floating* scale,
+                     const floating* shift, floating[:, :, ::1] out, int nt) noexcept nogil:
+    cdef Py_ssize_t c = x.shape[1], hw = x.shape[2], planes = x.shape[0] * c, pl
+    if planes == 0 or hw == 0:
+        return
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* op = &out[0, 0, 0]
+    if nt <= 1:
+        for pl in range(planes):
+            _plane_affine(xp + pl * hw, hw, scale[pl % c], shift[pl % c], op + pl * hw)
+    else:
+        for pl in prange(planes, num_threads=nt, schedule="static"):
+            _plane_affine(xp + pl * hw, hw, scale[pl % c], shift[pl % c], op + pl * hw)
+
+
+def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
+    chk.float_array("x", x, 4)
+    c = x.shape[1]
+    _norm_params(x, gamma, beta, c)
+    _running(x, running_mean, running_var, c)
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    n, _, h, w = x.shape
+    dtype = x.dtype
+    out = np.empty((n, c, h, w), dtype=dtype)
+    shape3 = (n, c, h * w)
+    cdef int nt = _threads(x.size, MIN_WORK)
+    if nt > n * c:
+        nt = max(n * c, 1)
+    cdef Py_ssize_t channels = c
+    cdef _Scratch work = _Scratch(2 * channels)
+    if dtype == np.float32:
+        _bn_infer_scale[float](gamma, beta, running_mean, running_var, eps, <float*>work.ptr,
+                               <float*>(work.ptr + channels))
+        _sbn_infer[float](x.reshape(shape3), <float*>work.ptr, <float*>(work.ptr + channels),
+                          out.reshape(shape3), nt)
+    else:
+        _bn_infer_scale[double](gamma, beta, running_mean, running_var, eps, work.ptr,
+                                work.ptr + channels)
+        _sbn_infer[double](x.reshape(shape3), work.ptr, work.ptr + channels,
+                           out.reshape(shape3), nt)
+    return out
+
+
+cdef void _sbn_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1] xhat,
+                        const floating[::1] gamma, const floating[::1] inv_std,
+                        double[::1] ps1, double[::1] ps2, floating[::1] p, floating[::1] q,
+                        floating[::1] r, floating[:, :, ::1] dx, floating[::1] dgamma,
+                        floating[::1] dbeta, int nt) noexcept nogil:
+    cdef Py_ssize_t n = dout.shape[0], c = dout.shape[1], hw = dout.shape[2]
+    cdef Py_ssize_t planes = n * c, pl, ch, i
+    cdef double s1, s2, k, m = <double>(n * hw)
+    if c == 0:
+        return
+    if planes == 0 or hw == 0:
+        for ch in range(c):
+            dgamma[ch] = 0
+            dbeta[ch] = 0
+        return
+    cdef const floating* dp = &dout[0, 0, 0]
+    cdef const floating* hp = &xhat[0, 0, 0]
+    cdef floating* xp = &dx[0, 0, 0]
+    if nt <= 1:
+        for pl in range(planes):
+            _plane_sum_dot(dp + pl * hw, hp + pl * hw, hw, 1, &ps1[pl], &ps2[pl])
+    else:
+        for pl in prange(planes, num_threads=nt, schedule="static"):
+            _plane_sum_dot(dp + pl * hw, hp + pl * hw, hw, 1, &ps1[pl], &ps2[pl])
+    for ch in range(c):
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(n):
+            s1 = s1 + ps1[i * c + ch]
+            s2 = s2 + ps2[i * c + ch]
+        dbeta[ch] = <floating>s1
+        dgamma[ch] = <floating>s2
+        k = <double>gamma[ch] * <double>inv_std[ch] / m
+        p[ch] = <floating>(k * m)
+        q[ch] = <floating>(-k * s2)
+        r[ch] = <floating>(-k * s1)
+    if nt <= 1:
+        for pl in range(planes):
+            ch = pl % c
+            _plane_combine(dp + pl * hw, hp + pl * hw, hw, 1, p[ch], q[ch], r[ch],
+                           xp + pl * hw)
+    else:
+        for pl in prange(planes, num_threads=nt, schedule="static"):
+            _plane_combine(dp + pl * hw, hp + pl * hw, hw, 1, p[pl % c], q[pl % c], r[pl % c],
+                           xp + pl * hw)
+
+
+def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 4)
+    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
+    n, c, h, w = dout.shape
+    dtype = dout.dtype
+    dx = np.empty((n, c, h, w), dtype=dtype)
+    dgamma = np.empty(c, dtype=dtype)
+    dbeta = np.empty(c, dtype=dtype)
+    ps1 = np.empty(n * c, dtype=np.float64)
+    ps2 = np.empty(n * c, dtype=np.float64)
+    p = np.empty(c, dtype=dtype)
+    q = np.empty(c, dtype=dtype)
+    r = np.empty(c, dtype=dtype)
+    shape3 = (n, c, h * w)
+    cdef int nt = _threads(dout.size, MIN_WORK)
+    if nt > n * c:
+        nt = max(n * c, 1)
+    if dtype == np.float32:
+        _sbn_backward[float](dout.reshape(shape3), xhat.reshape(shape3), gamma, inv_std, ps1,
+                             ps2, p, q, r, dx.reshape(shape3), dgamma, dbeta, nt)
+    else:
+        _sbn_backward[double](dout.reshape(shape3), xhat.reshape(shape3), gamma, inv_std,
+                              ps1, ps2, p, q, r, dx.reshape(shape3), dgamma, dbeta, nt)
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------- layer / instance norm
+
+cdef void _rownorm_rows(const floating* x, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t m,
+                        double eps, const floating* gamma, const floating* beta,
+                        Py_ssize_t channels, floating* xhat, floating* out,
+                        floating* inv_std) noexcept nogil:
+    """Normalise rows lo..hi of length m (two passes over each row, in cache).
+
+    gamma/beta per element of the row (channels == 0, layer norm) or per row, indexed
+    by row % channels (instance norm).
+    """
+    cdef Py_ssize_t i, j
+    cdef double mean, var, inv
+    cdef floating mhi, mlo, s, h
+    cdef const floating* xr
+    cdef floating* hr
+    cdef floating* orow
+    for i in range(lo, hi):
+        xr = x + i * m
+        hr = xhat + i * m
+        orow = out + i * m
+        if floating is float:
+            mean = zd_sum_f32(xr, m) / m
+            var = zd_sqdev_f32(xr, m, mean) / m
+        else:
+            mean = zd_sum_f64(xr, m) / m
+            var = zd_sqdev_f64(xr, m, mean) / m
+        inv = 1.0 / sqrt(var + eps)
+        inv_std[i] = <floating>inv
+        mhi = <floating>mean
+        mlo = <floating>(mean - <double>mhi)
+        s = <floating>inv
+        if channels == 0:
+            for j in range(m):
+                h = ((xr[j] - mhi) - mlo) * s
+                hr[j] = h
+                orow[j] = h * gamma[j] + beta[j]
+        else:
+            _plane_norm(xr, m, mhi, mlo, s, gamma[i % channels], beta[i % channels], hr, orow)
+
+
+cdef void _rownorm(const floating[:, ::1] x, double eps, const floating[::1] gamma,
+                   const floating[::1] beta, Py_ssize_t channels, floating[:, ::1] xhat,
+                   floating[:, ::1] out, floating[::1] inv_std, int nt) noexcept nogil:
+    cdef Py_ssize_t rows = x.shape[0], m = x.shape[1], lo, hi, i
+    cdef int t
+    cdef double nan
+    if rows == 0:
+        return
+    if m == 0:
+        # mean of nothing: NaN, like the reference (which also warns)
+        nan = 0.0
+        nan = nan / nan
+        for i in range(rows):
+            inv_std[i] = <floating>nan
+        return
+    if nt > rows:
+        nt = <int>rows
+    if nt <= 1:
+        _rownorm_rows(&x[0, 0], 0, rows, m, eps, &gamma[0], &beta[0], channels, &xhat[0, 0],
+                      &out[0, 0], &inv_std[0])
+        return
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = part_start(rows, nt, t)
+        hi = part_start(rows, nt, t + 1)
+        _rownorm_rows(&x[0, 0], lo, hi, m, eps, &gamma[0], &beta[0], channels, &xhat[0, 0],
+                      &out[0, 0], &inv_std[0])
+
+
+cdef void _rownorm_backward_rows(const floating* dout, const floating* xhat,
+                                 const floating* gamma, const floating* inv_std,
+                                 Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t m,
+                                 Py_ssize_t channels, double* acc1, double* acc2,
+                                 floating* dx) noexcept nogil:
+    """dx of rows lo..hi: inv_std/m * (m*dxhat - sum(dxhat) - xhat*sum(dxhat*xhat)),
+    dxhat = dout * gamma.  Layer norm (channels == 0): gamma per element, and the
+    per-column sums of dout (acc1) and dout*xhat (acc2) accumulate into this thread's
+    buffers.  Instance norm: gamma per row (row % channels), and acc1/acc2 take the row's
+    own sums (one slot per row)."""
+    cdef Py_ssize_t i, j
+    cdef double s1, s2, k, a1, a2
+    cdef floating g, p, q, r
+    cdef const floating* dr
+    cdef const floating* hr
+    cdef floating* xr
+    cdef floating dm = <floating>max(m, 1)
+    for i in range(lo, hi):
+        dr = dout + i * m
+        hr = xhat + i * m
+        xr = dx + i * m
+        if channels == 0:
+            if floating is float:
+                zd_wsum_dot_f32(dr, gamma, hr, m, &s1, &s2)
+                zd_colsums_dot_f32(dr, hr, m, 1, m, acc1, acc2)
+            else:
+                zd_wsum_dot_f64(dr, gamma, hr, m, &s1, &s2)
+                zd_colsums_dot_f64(dr, hr, m, 1, m, acc1, acc2)
+            g = 1
+        else:
+            g = gamma[i % channels]
+            _plane_sum_dot(dr, hr, m, g, &s1, &s2)
+            _plane_sum_dot(dr, hr, m, 1, &a1, &a2)
+            acc1[i] = a1
+            acc2[i] = a2
+        # k = inv_std / m in the dtype, like the reference's inv_std[:, None] / max(d, 1)
+        k = <double>(inv_std[i] / dm)
+        p = <floating>(k * m)
+        q = <floating>(-k * s2)
+        r = <floating>(-k * s1)
+        if channels == 0:
+            for j in range(m):
+                xr[j] = p * (dr[j] * gamma[j]) + q * hr[j] + r
+        else:
+            _plane_combine(dr, hr, m, g, p, q, r, xr)
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
+    chk.float_array("x", x, 2)
+    _norm_params(x, gamma, beta, x.shape[1])
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    n, d = x.shape
+    dtype = x.dtype
+    out = np.empty((n, d), dtype=dtype)
+    xhat = np.empty((n, d), dtype=dtype)
+    inv_std = np.empty(n, dtype=dtype)
+    cdef int nt = _threads(x.size, MIN_WORK)
+    if dtype == np.float32:
+        _rownorm[float](x, eps, gamma, beta, 0, xhat, out, inv_std, nt)
+    else:
+        _rownorm[double](x, eps, gamma, beta, 0, xhat, out, inv_std, nt)
+    return out, xhat, inv_std
+
+
+cdef void _layernorm_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
+                              const floating[::1] gamma, const floating[::1] inv_std,
+                              double[:, ::1] acc1, double[:, ::1] acc2, floating[:, ::1] dx,
+                              floating[::1] dgamma, floating[::1] dbeta,
+                              int nt) noexcept nogil:
+    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], lo, hi, j
+    cdef int t
+    cdef double s1, s2
+    if d == 0:
+        return
+    if n > 0:
+        if nt <= 1:
+            _rownorm_backward_rows(&dout[0, 0], &xhat[0, 0], &gamma[0], &inv_std[0], 0, n, d,
+                                   0, &acc1[0, 0], &acc2[0, 0], &dx[0, 0])
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                lo = part_start(n, nt, t)
+                hi = part_start(n, nt, t + 1)
+                _rownorm_backward_rows(&dout[0, 0], &xhat[0, 0], &gamma[0], &inv_std[0], lo,
+                                       hi, d, 0, &acc1[t, 0], &acc2[t, 0], &dx[0, 0])
+    # combine the per-thread sums in thread order
+    for j in range(d):
+        s1 = 0.0
+        s2 = 0.0
+        for t in range(nt):
+            s1 = s1 + acc1[t, j]
+            s2 = s2 + acc2[t, j]
+        dbeta[j] = <floating>s1
+        dgamma[j] = <floating>s2
+
+
+def layernorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 2)
+    chk.float_array("xhat", xhat, 2)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 1)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
+    chk.shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
+    dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
+    n, d = dout.shape
+    dtype = dout.dtype
+    cdef int nt = _threads(dout.size, MIN_WORK)
+    if nt > n:
+        nt = max(n, 1)
+    dx = np.empty((n, d), dtype=dtype)
+    dgamma = np.empty(d, dtype=dtype)
+    dbeta = np.empty(d, dtype=dtype)
+    acc1 = np.zeros((nt, d), dtype=np.float64)
+    acc2 = np.zeros((nt, d), dtype=np.float64)
+    if dtype == np.float32:
+        _layernorm_backward[float](dout, xhat, gamma, inv_std, acc1, acc2, dx, dgamma, dbeta, nt)
+    else:
+        _layernorm_backward[double](dout, xhat, gamma, inv_std, acc1, acc2, dx, dgamma, dbeta,
+                                    nt)
+    return dx, dgamma, dbeta
+
+
+def instancenorm_forward(x, gamma, beta, eps=1e-5):
+    """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    _norm_params(x, gamma, beta, c)
+    eps = chk.real("eps", eps, 0.0, low_open=True)
+    x, gamma, beta = _c(x), _c(gamma), _c(beta)
+    dtype = x.dtype
+    out = np.empty((n, c, h, w), dtype=dtype)
+    xhat = np.empty((n, c, h, w), dtype=dtype)
+    inv_std = np.empty((n, c), dtype=dtype)
+    shape2 = (n * c, h * w)
+    cdef int nt = _threads(x.size, MIN_WORK)
+    if dtype == np.float32:
+        _rownorm[float](x.reshape(shape2), eps, gamma, beta, c, xhat.reshape(shape2),
+                        out.reshape(shape2), inv_std.reshape(-1), nt)
+    else:
+        _rownorm[double](x.reshape(shape2), eps, gamma, beta, c, xhat.reshape(shape2),
+                         out.reshape(shape2), inv_std.reshape(-1), nt)
+    return out, xhat, inv_std
+
+
+cdef void _instancenorm_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
+                                 const floating[::1] gamma, const floating[::1] inv_std,
+                                 double[::1] ps1, double[::1] ps2, floating[:, ::1] dx,
+                                 floating[::1] dgamma, floating[::1] dbeta,
+                                 int nt) noexcept nogil:
+    # dout, xhat as (N*C, H*W): one row per plane
+    cdef Py_ssize_t planes = dout.shape[0], m = dout.shape[1], c = gamma.shape[0]
+    cdef Py_ssize_t lo, hi, ch, pl
+    cdef int t
+    cdef double s1, s2
+    if planes > 0 and m > 0:
+        if nt <= 1:
+            _rownorm_backward_rows(&dout[0, 0], &xhat[0, 0], &gamma[0], &inv_std[0], 0,
+                                   planes, m, c, &ps1[0], &ps2[0], &dx[0, 0])
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                lo = part_start(planes, nt, t)
+                hi = part_start(planes, nt, t + 1)
+                _rownorm_backward_rows(&dout[0, 0], &xhat[0, 0], &gamma[0], &inv_std[0], lo,
+                                       hi, m, c, &ps1[0], &ps2[0], &dx[0, 0])
+    else:
+        for pl in range(planes):
+            ps1[pl] = 0.0
+            ps2[pl] = 0.0
+    # per-channel sums over the samples, in sample order
+    for ch in range(c):
+        s1 = 0.0
+        s2 = 0.0
+        pl = ch
+        while pl < planes:
+            s1 = s1 + ps1[pl]
+            s2 = s2 + ps2[pl]
+            pl = pl + c
+        dbeta[ch] = <floating>s1
+        dgamma[ch] = <floating>s2
+
+
+def instancenorm_backward(dout, xhat, gamma, inv_std):
+    chk.float_array("dout", dout, 4)
+    chk.float_array("xhat", xhat, 4)
+    chk.float_array("gamma", gamma, 1)
+    chk.float_array("inv_std", inv_std, 2)
+    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    n, c, h, w = dout.shape
+    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    chk.shape_is("gamma", gamma, (c,), "one per channel")
+    chk.shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
+    dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
+    dtype = dout.dtype
+    dx = np.empty((n, c, h, w), dtype=dtype)
+    dgamma = np.empty(c, dtype=dtype)
+    dbeta = np.empty(c, dtype=dtype)
+    ps1 = np.empty(n * c, dtype=np.float64)
+    ps2 = np.empty(n * c, dtype=np.float64)
+    shape2 = (n * c, h * w)
+    cdef int nt = _threads(dout.size, MIN_WORK)
+    if nt > n * c:
+        nt = max(n * c, 1)
+    if dtype == np.float32:
+        _instancenorm_backward[float](dout.reshape(shape2), xhat.reshape(shape2), gamma,
+                                      inv_std.reshape(-1), ps1, ps2, dx.reshape(shape2),
+                                      dgamma, dbeta, nt)
+    else:
+        _instancenorm_backward[double](dout.reshape(shape2), xhat.reshape(shape2), gamma,
+                                       inv_std.reshape(-1), ps1, ps2, dx.reshape(shape2),
+                                       dgamma, dbeta, nt)
+    return dx, dgamma, dbeta

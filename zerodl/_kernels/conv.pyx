@@ -1,0 +1,409 @@
+"""Compiled im2col, col2im and convolution: the same functions as ``_reference``.
+
+Each ``def`` checks its arguments with :mod:`._checks` in the reference's order, makes its
+inputs C-contiguous once, allocates the outputs in the input's dtype and then runs
+``nogil`` loops over typed memoryviews.  Layouts are the reference's: ``col`` rows are
+(n, oy, ox), columns (c, fy, fx).
+
+The convolutions run one OpenMP task per image.  Forward: the image's patches go into
+col and, while still in cache, one GEMM multiplies them into out[n], written straight in
+the (FN, OH*OW) layout.  Backward: the image's two GEMMs (dW summed per thread), then its
+dcol is folded into dx[n] at once, so dcol never exists whole.  While the OpenMP threads
+call BLAS, BLAS itself is held to one thread (threadpoolctl, as scikit-learn does around
+its prange + BLAS loops): two thread pools on the same cores (OpenMP's and OpenBLAS's,
+both spinning while they wait) slow each other down several-fold.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+import numpy as np
+
+from zerodl._kernels import _checks as chk
+from zerodl._kernels._blas cimport gemm_rm
+from zerodl._kernels._conv_helpers cimport task_threads
+
+# ---------------------------------------------------------------- BLAS held to one thread
+
+cdef object _blas_pools = None     # threadpoolctl selection of the BLAS libraries
+cdef object _blas_limit = None     # the active limit, restored when the last user leaves
+cdef int _blas_users = 0
+
+
+cdef bint _blas_single_enter() except -1:
+    """Hold BLAS to one thread (nested and concurrent calls share one limit); False if
+    the BLAS threads cannot be controlled, and then no OpenMP thread may call BLAS."""
+    global _blas_pools, _blas_limit, _blas_users
+    if _blas_pools is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas_pools = ThreadpoolController().select(user_api="blas")
+        except Exception:
+            _blas_pools = False
+    if _blas_pools is False:
+        return False
+    if _blas_users == 0:
+        _blas_limit = _blas_pools.limit(limits=1)
+    _blas_users += 1
+    return True
+
+
+cdef int _blas_single_exit() except -1:
+    global _blas_limit, _blas_users
+    _blas_users -= 1
+    if _blas_users == 0:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
+    return 0
+
+
+cdef int _threads_with_blas(Py_ssize_t work, Py_ssize_t tasks) except -1:
+    """Like task_threads, for loops whose tasks call BLAS: >1 only with BLAS held to one
+    thread (pair a result > 1 with _blas_single_exit)."""
+    cdef int nt = task_threads(work, tasks)
+    if nt > 1 and not _blas_single_enter():
+        nt = 1
+    return nt
+
+
+# ---------------------------------------------------------------- inner loops (nogil)
+
+cdef inline void _patch_rows(const floating[:, :, ::1] img, floating[:, ::1] col,
+                             Py_ssize_t r0, Py_ssize_t oy, Py_ssize_t ow, Py_ssize_t s,
+                             Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
+    """col rows r0 .. r0+ow-1 = the patches (oy, 0..ow-1) of one padded image (C, Hp, Wp)."""
+    cdef Py_ssize_t ox, c, fy, fx, k, iy, ix
+    for ox in range(ow):
+        ix = ox * s
+        k = 0
+        for c in range(img.shape[0]):
+            for fy in range(fh):
+                iy = oy * s + fy
+                for fx in range(fw):
+                    col[r0 + ox, k + fx] = img[c, iy, ix + fx]
+                k = k + fw
+
+
+cdef inline void _patch_rows_k(const floating[:, :, ::1] img, floating[:, ::1] col,
+                               Py_ssize_t r0, Py_ssize_t oy, Py_ssize_t ow, Py_ssize_t s,
+                               Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
+    """_patch_rows with the common filter sizes as constants, for the compiler to unroll."""
+    if fh == 3 and fw == 3:
+        _patch_rows(img, col, r0, oy, ow, s, 3, 3)
+    elif fh == 5 and fw == 5:
+        _patch_rows(img, col, r0, oy, ow, s, 5, 5)
+    elif fw == 2:
+        _patch_rows(img, col, r0, oy, ow, s, fh, 2)
+    elif fw == 3:
+        _patch_rows(img, col, r0, oy, ow, s, fh, 3)
+    elif fw == 5:
+        _patch_rows(img, col, r0, oy, ow, s, fh, 5)
+    else:
+        _patch_rows(img, col, r0, oy, ow, s, fh, fw)
+
+
+cdef inline void _add_patches(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t k0,
+                              floating[:, ::1] plane, Py_ssize_t oh, Py_ssize_t ow,
+                              Py_ssize_t s, Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
+    """plane[oy*s + fy, ox*s + fx] += col[r0 + oy*ow + ox, k0 + fy*fw + fx]: one channel's
+    patches summed into its (padded) plane."""
+    cdef Py_ssize_t oy, ox, fy, fx, r, iy, ix, k
+    for oy in range(oh):
+        for ox in range(ow):
+            r = r0 + oy * ow + ox
+            ix = ox * s
+            for fy in range(fh):
+                iy = oy * s + fy
+                k = k0 + fy * fw
+                for fx in range(fw):
+                    plane[iy, ix + fx] = plane[iy, ix + fx] + col[r, k + fx]
+
+
+cdef inline void _fold_plane(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t c,
+                             floating[:, ::1] plane, floating[:, ::1] out,
+                             Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t s,
+                             Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
+    """out (H, W) = col2im of channel c of the image whose patch rows start at r0.
+
+    Sums go into ``plane`` (Hp, Wp), the padded plane (``out`` itself when p == 0), whose
+    interior is then copied out.
+    """
+    cdef Py_ssize_t iy, ix, k0 = c * fh * fw
+    for iy in range(plane.shape[0]):
+        for ix in range(plane.shape[1]):
+            plane[iy, ix] = 0
+    if fh == 3 and fw == 3:
+        _add_patches(col, r0, k0, plane, oh, ow, s, 3, 3)
+    elif fh == 5 and fw == 5:
+        _add_patches(col, r0, k0, plane, oh, ow, s, 5, 5)
+    elif fh == 2 and fw == 2:
+        _add_patches(col, r0, k0, plane, oh, ow, s, 2, 2)
+    else:
+        _add_patches(col, r0, k0, plane, oh, ow, s, fh, fw)
+    if p:
+        for iy in range(out.shape[0]):
+            for ix in range(out.shape[1]):
+                out[iy, ix] = plane[iy + p, ix + p]
+
+
+cdef inline void _pad_plane(const floating[:, ::1] src, floating[:, ::1] dst,
+                            Py_ssize_t p) noexcept nogil:
+    """dst = src with a border of p zeros."""
+    cdef Py_ssize_t h = src.shape[0], w = src.shape[1], iy, ix
+    for iy in range(dst.shape[0]):
+        if iy < p or iy >= h + p:
+            for ix in range(dst.shape[1]):
+                dst[iy, ix] = 0
+        else:
+            for ix in range(p):
+                dst[iy, ix] = 0
+            for ix in range(w):
+                dst[iy, p + ix] = src[iy - p, ix]
+            for ix in range(w + p, dst.shape[1]):
+                dst[iy, ix] = 0
+
+
+# ---------------------------------------------------------------- parallel loops
+
+cdef void _pad_run(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xp,
+                   Py_ssize_t p, int nt):
+    """xp = x with a border of p zeros around every plane; one task per plane."""
+    cdef Py_ssize_t nc = x.shape[1], t
+    with nogil:
+        for t in prange(x.shape[0] * nc, num_threads=nt, schedule="guided"):
+            _pad_plane(x[t // nc, t % nc], xp[t // nc, t % nc], p)
+
+
+cdef void _im2col_run(const floating[:, :, :, ::1] xp, floating[:, ::1] col,
+                      Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s,
+                      Py_ssize_t oh, Py_ssize_t ow, int nt):
+    """col[(n, oy, ox), (c, fy, fx)] = xp[n, c, oy*s + fy, ox*s + fx] (xp already padded);
+    one task per row of patches (n, oy), balanced even for a batch of one."""
+    cdef Py_ssize_t t
+    with nogil:
+        for t in prange(xp.shape[0] * oh, num_threads=nt, schedule="guided"):
+            _patch_rows_k(xp[t // oh], col, t * ow, t % oh, ow, s, fh, fw)
+
+
+cdef void _col2im_run(const floating[:, ::1] col, floating[:, :, :, ::1] img,
+                      floating[:, :, ::1] scratch, Py_ssize_t fh, Py_ssize_t fw,
+                      Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow, int nt):
+    """img = col2im(col); one task per (n, c) plane, so each thread sums only into planes
+    it owns.  scratch holds one padded plane per thread (unused when p == 0)."""
+    cdef Py_ssize_t nc = img.shape[1], t, n
+    cdef int tid
+    with nogil:
+        for t in prange(img.shape[0] * nc, num_threads=nt, schedule="guided"):
+            n = t // nc
+            tid = threadid()
+            if p:
+                _fold_plane(col, n * oh * ow, t % nc, scratch[tid], img[n, t % nc],
+                            p, oh, ow, s, fh, fw)
+            else:
+                _fold_plane(col, n * oh * ow, t % nc, img[n, t % nc], img[n, t % nc],
+                            p, oh, ow, s, fh, fw)
+
+
+cdef void _conv_forward_run(const floating[:, :, :, ::1] xp, const floating[:, ::1] wmat,
+                            const floating[::1] b, floating[:, ::1] col,
+                            floating[:, :, ::1] out, Py_ssize_t fh, Py_ssize_t fw,
+                            Py_ssize_t s, Py_ssize_t oh, Py_ssize_t ow, int nt):
+    """Per image n: col rows of n = its patches, then out[n] (FN, OH*OW) =
+    b + wmat @ col_n.T by one GEMM, written straight in the output layout."""
+    cdef Py_ssize_t n, oy, f, q, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    with nogil:
+        for n in prange(xp.shape[0], num_threads=nt, schedule="guided"):
+            for oy in range(oh):
+                _patch_rows_k(xp[n], col, n * npix + oy * ow, oy, ow, s, fh, fw)
+            for f in range(fn):
+                for q in range(npix):
+                    out[n, f, q] = b[f]
+            if k and fn:
+                # out_n (FN, P) += wmat (FN, K) @ col_n (P, K).T
+                gemm_rm(False, True, <int> fn, <int> npix, <int> k, <floating> 1,
+                        &wmat[0, 0], <int> k, &col[n * npix, 0], <int> k, <floating> 1,
+                        &out[n, 0, 0], <int> npix)
+
+
+cdef void _conv_backward_run(const floating[:, :, ::1] dout, const floating[:, ::1] col,
+                             const floating[:, ::1] wmat, floating[:, :, :, ::1] dx,
+                             floating[:, :, ::1] dw_part, double[:, ::1] db_part,
+                             floating[:, :, ::1] rows, floating[:, :, ::1] dcol,
+                             floating[:, :, ::1] planes, Py_ssize_t fh, Py_ssize_t fw,
+                             Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow, int nt):
+    """Per image n, on thread tid:
+      db_part[n] = sums of dout_n (FN, P) over pixels (float64),
+      dw_part[tid] += dout_n @ col_n (P, K),
+      dcol[tid] = dout_n.T @ wmat (P, K), folded at once into dx[n] (col2im).
+    dout_n.T is first copied to rows[tid] (the same pass as db): OpenBLAS took ~1.4x
+    longer with the transposed left operand at 100x1x28x28 k5.
+    """
+    cdef Py_ssize_t n, f, q, c, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    cdef int tid
+    cdef double acc
+    cdef floating v
+    with nogil:
+        for n in prange(dout.shape[0], num_threads=nt, schedule="guided"):
+            tid = threadid()
+            for f in range(fn):
+                acc = 0
+                for q in range(npix):
+                    v = dout[n, f, q]
+                    rows[tid, q, f] = v
+                    acc = acc + v
+                db_part[n, f] = acc
+            if k == 0:
+                continue
+            gemm_rm(False, False, <int> fn, <int> k, <int> npix, <floating> 1,
+                    &dout[n, 0, 0], <int> npix, &col[n * npix, 0], <int> k, <floating> 1,
+                    &dw_part[tid, 0, 0], <int> k)
+            gemm_rm(False, False, <int> npix, <int> k, <int> fn, <floating> 1,
+                    &rows[tid, 0, 0], <int> fn, &wmat[0, 0], <int> k, <floating> 0,
+                    &dcol[tid, 0, 0], <int> k)
+            for c in range(dx.shape[1]):
+                if p:
+                    _fold_plane(dcol[tid], 0, c, planes[tid], dx[n, c], p, oh, ow, s, fh, fw)
+                else:
+                    _fold_plane(dcol[tid], 0, c, dx[n, c], dx[n, c], p, oh, ow, s, fh, fw)
+
+
+# ---------------------------------------------------------------- dispatch helpers
+
+cdef object _padded(x, Py_ssize_t p, int nt):
+    """x with p zeros around each plane (x itself when p == 0): with the padding in
+    memory, every patch is a plain copy and the hot loops carry no bounds logic."""
+    if not p:
+        return x
+    n, c, h, w = x.shape
+    xp = np.empty((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype)
+    if xp.size:
+        if x.dtype == np.float32:
+            _pad_run[float](x, xp, p, nt)
+        else:
+            _pad_run[double](x, xp, p, nt)
+    return xp
+
+
+cdef object _scratch(Py_ssize_t nt, Py_ssize_t rows, Py_ssize_t cols, dtype, bint used):
+    """Per-thread 2-D buffers (nt, rows, cols); a (1, 1, 1) stand-in when unused."""
+    if used:
+        return np.empty((nt, rows, cols), dtype=dtype)
+    return np.empty((1, 1, 1), dtype=dtype)
+
+
+# ---------------------------------------------------------------- kernels
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0):
+    """Patches of x (N, C, H, W) as rows: (N*OH*OW, C*FH*FW), rows by (n, oy, ox),
+    columns by (c, fy, fx)."""
+    chk.float_array("x", x, 4)
+    n, c, h, w = x.shape
+    fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
+    x = np.ascontiguousarray(x)
+    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
+    if col.size:
+        nt = task_threads(col.size, n * oh)
+        xp = _padded(x, p, nt)
+        if x.dtype == np.float32:
+            _im2col_run[float](xp, col, fh, fw, s, oh, ow, nt)
+        else:
+            _im2col_run[double](xp, col, fh, fw, s, oh, ow, nt)
+    return col
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """Inverse layout of im2col, summing where patches overlap."""
+    chk.float_array("col", col, 2)
+    n, c, h, w = chk.image_shape("input_shape", input_shape)
+    fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
+    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "(N*OH*OW, C*FH*FW)")
+    col = np.ascontiguousarray(col)
+    img = np.empty((n, c, h, w), dtype=col.dtype)
+    if img.size:
+        nt = task_threads(max(col.size, img.size), n * c)
+        # The patches of conv_geometry's oh, ow end inside the padded plane.
+        planes = _scratch(nt, h + 2 * p, w + 2 * p, col.dtype, p > 0)
+        if col.dtype == np.float32:
+            _col2im_run[float](col, img, planes, fh, fw, s, p, oh, ow, nt)
+        else:
+            _col2im_run[double](col, img, planes, fh, fw, s, p, oh, ow, nt)
+    return img
+
+
+def conv_forward(x, W, b, stride=1, pad=0):
+    """Convolution of x (N, C, H, W) with W (FN, C, FH, FW) plus b (FN,).
+
+    Returns (out (N, FN, OH, OW), col) where col = im2col(x) is kept for the backward.
+    """
+    chk.float_array("x", x, 4)
+    chk.float_array("W", W, 4)
+    chk.float_array("b", b, 1)
+    chk.same_dtype(x=x, W=W, b=b)
+    fn, c, fh, fw = W.shape
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} channels but W expects {c}")
+    chk.shape_is("b", b, (fn,), "one bias per filter")
+    n, _, h, w = x.shape
+    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    x = np.ascontiguousarray(x)
+    wmat = np.ascontiguousarray(W).reshape(fn, c * fh * fw)
+    b = np.ascontiguousarray(b)
+    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
+    out = np.empty((n, fn, oh, ow), dtype=x.dtype)
+    if n == 0:
+        return out, col
+    nt = _threads_with_blas(col.size + out.size, n)
+    try:
+        xp = _padded(x, p, nt)
+        if x.dtype == np.float32:
+            _conv_forward_run[float](xp, wmat, b, col, out.reshape(n, fn, oh * ow),
+                                     fh, fw, s, oh, ow, nt)
+        else:
+            _conv_forward_run[double](xp, wmat, b, col, out.reshape(n, fn, oh * ow),
+                                      fh, fw, s, oh, ow, nt)
+    finally:
+        if nt > 1:
+            _blas_single_exit()
+    return out, col
+
+
+def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
+    """Gradients of conv_forward: (dx, dW, db)."""
+    chk.float_array("dout", dout, 4)
+    chk.float_array("col", col, 2)
+    chk.float_array("W", W, 4)
+    chk.same_dtype(dout=dout, col=col, W=W)
+    n, c, h, w = chk.image_shape("x_shape", x_shape)
+    fn, wc, fh, fw = W.shape
+    if wc != c:
+        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
+    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    chk.shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
+    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
+    dtype = dout.dtype
+    k = c * fh * fw
+    dout = np.ascontiguousarray(dout)
+    col = np.ascontiguousarray(col)
+    wmat = np.ascontiguousarray(W).reshape(fn, k)
+    dx = np.empty((n, c, h, w), dtype=dtype)
+    db_part = np.empty((n, fn), dtype=np.float64)
+    if n == 0 or fn == 0:
+        dx[...] = 0
+        return dx, np.zeros(W.shape, dtype=dtype), np.zeros(fn, dtype=dtype)
+    nt = _threads_with_blas(2 * col.size + dout.size, n)
+    try:
+        dw_part = np.zeros((nt, fn, k), dtype=dtype)
+        rows = np.empty((nt, oh * ow, fn), dtype=dtype)
+        dcol = _scratch(nt, oh * ow, k, dtype, k > 0)
+        planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, p > 0 and k > 0)
+        if dtype == np.float32:
+            _conv_backward_run[float](dout.reshape(n, fn, oh * ow), col, wmat, dx, dw_part,
+                                      db_part, rows, dcol, planes, fh, fw, s, p, oh, ow, nt)
+        else:
+            _conv_backward_run[double](dout.reshape(n, fn, oh * ow), col, wmat, dx, dw_part,
+                                       db_part, rows, dcol, planes, fh, fw, s, p, oh, ow, nt)
+    finally:
+        if nt > 1:
+            _blas_single_exit()
+    dW = dw_part[0] if nt == 1 else dw_part.sum(axis=0)
+    db = db_part.sum(axis=0).astype(dtype, copy=False)
+    return dx, dW.reshape(W.shape), db

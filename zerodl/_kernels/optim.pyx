@@ -1,0 +1,412 @@
+"""Optimizer updates, compiled: in place, one pass over memory per array, one call per list.
+
+Each call flattens its lists into one virtual array: a table of base pointers and
+offsets.  Threads take equal contiguous ranges of that virtual array, so a list of many
+small parameters and a list of one huge one are split alike, and every element is read
+and written exactly once (Adam: read p, g, m, v; write p, m, v).
+
+Layouts: C-contiguous arrays are updated through their own memory.  If params[i] is
+Fortran-ordered, index i is processed through the transposes (p.T is C-contiguous), so a
+transposed weight matrix costs nothing either.  Any other in-place array (a strided view)
+is copied into a contiguous buffer, updated, and copied back into the view: the update
+is then still exact and nothing outside the view is written.  Gradients are read-only
+inputs and are made contiguous once when needed.
+
+Hyperparameters are combined in double and rounded once to the array's dtype, following
+the reference's order of operations; float32 arrays are updated in float32 arithmetic.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport intptr_t
+
+from zerodl._config import get_num_threads
+from zerodl._kernels import _checks as chk
+from zerodl._kernels._util cimport part_start, threads_for
+
+cnp.import_array()
+
+# sqrt-using updates (AdaGrad, RMSprop, Adam/AdamW) in explicit SIMD: GCC leaves a libm
+# call behind every sqrt for errno (unless the whole build has -fno-math-errno), which
+# keeps its vectoriser off these loops.  Each body is written once as a macro and
+# instantiated for AVX-512, AVX2 and SSE2; the widest one the CPU runs is chosen once.
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stddef.h>
+
+    typedef struct { double lr, c1, c2, eps, decay, shrink; } zd_hyper;
+
+    /* h += g*g;  p -= lr*g / (sqrt(h) + eps) */
+    #define ZD_ADAGRAD(V, SQRT, P, G, H, lr, eps) do {                                  \\
+            V g_ = (G), h_ = (H) + g_ * g_; (H) = h_;                                 \\
+            (P) = (P) - (lr) * g_ / (SQRT(h_) + (eps)); } while (0)
+    /* h = decay*h + (1-decay)*g*g;  p -= lr*g / (sqrt(h) + eps) */
+    #define ZD_RMSPROP(V, SQRT, P, G, H, lr, decay, omd, eps) do {                      \\
+            V g_ = (G), h_ = (H) * (decay); h_ = h_ + (omd) * g_ * g_; (H) = h_;      \\
+            (P) = (P) - (lr) * g_ / (SQRT(h_) + (eps)); } while (0)
+    /* m += (1-b1)(g-m);  v += (1-b2)(g*g-v);  p = p*shrink - lr_t*m / (sqrt(v) + eps) */
+    #define ZD_ADAM(V, SQRT, P, G, M, W, c1, c2, lrt, eps, shrink) do {                 \\
+            V g_ = (G), m_ = (M), v_ = (W);                                           \\
+            m_ = m_ + (c1) * (g_ - m_); v_ = v_ + (c2) * (g_ * g_ - v_);              \\
+            (M) = m_; (W) = v_;                                                       \\
+            (P) = (P) * (shrink) - (lrt) * m_ / (SQRT(v_) + (eps)); } while (0)
+
+    /* One ISA's kernels for element type T: vector loop of width NW, scalar tail. */
+    #define ZD_SQRT_KERNELS(ISA, ATTR, T, SUF, V, NW, LOAD, STORE, SET1, VSQRT, SSQRT)      \\
+    ATTR static void zd_adagrad_##SUF##_##ISA(T* p, const T* g, T* h, ptrdiff_t n,         \\
+                                              const zd_hyper* hy) {                        \\
+        T lr = (T)hy->lr, eps = (T)hy->eps; ptrdiff_t i = 0;                               \\
+        V vlr = SET1(lr), veps = SET1(eps);                                                \\
+        for (; i + NW <= n; i += NW) {                                                     \\
+            V vp = LOAD(p + i), vh = LOAD(h + i);                                          \\
+            ZD_ADAGRAD(V, VSQRT, vp, LOAD(g + i), vh, vlr, veps);                          \\
+            STORE(p + i, vp); STORE(h + i, vh);                                            \\
+        }                                                                                  \\
+        for (; i < n; i++) ZD_ADAGRAD(T, SSQRT, p[i], g[i], h[i], lr, eps);               \\
+    }                                                                                      \\
+    ATTR static void zd_rmsprop_##SUF##_##ISA(T* p, const T* g, T* h, ptrdiff_t n,         \\
+                                              const zd_hyper* hy) {                        \\
+        T lr = (T)hy->lr, eps = (T)hy->eps, dec = (T)hy->decay, omd = (T)hy->c1;           \\
+        ptrdiff_t i = 0;                                                                   \\
+        V vlr = SET1(lr), veps = SET1(eps), vdec = SET1(dec), vomd = SET1(omd);            \\
+        for (; i + NW <= n; i += NW) {                                                     \\
+            V vp = LOAD(p + i), vh = LOAD(h + i);                                          \\
+            ZD_RMSPROP(V, VSQRT, vp, LOAD(g + i), vh, vlr, vdec, vomd, veps);              \\
+            STORE(p + i, vp); STORE(h + i, vh);                                            \\
+        }                                                                                  \\
+        for (; i < n; i++) ZD_RMSPROP(T, SSQRT, p[i], g[i], h[i], lr, dec, omd, eps);      \\
+    }                                                                                      \\
+    ATTR static void zd_adam_##SUF##_##ISA(T* p, const T* g, T* m, T* v, ptrdiff_t n,      \\
+                                           const zd_hyper* hy) {                           \\
+        T c1 = (T)hy->c1, c2 = (T)hy->c2, lrt = (T)hy->lr, eps = (T)hy->eps;               \\
+        T sh = (T)hy->shrink; ptrdiff_t i = 0;                                             \\
+        V vc1 = SET1(c1), vc2 = SET1(c2), vlrt = SET1(lrt), veps = SET1(eps);              \\
+        V vsh = SET1(sh);                                                                  \\
+        for (; i + NW <= n; i += NW) {                                                     \\
+            V vp = LOAD(p + i), vm = LOAD(m + i), vv = LOAD(v + i);                        \\
+            ZD_ADAM(V, VSQRT, vp, LOAD(g + i), vm, vv, vc1, vc2, vlrt, veps, vsh);         \\
+            STORE(p + i, vp); STORE(m + i, vm); STORE(v + i, vv);                          \\
+        }                                                                                  \\
+        for (; i < n; i++) ZD_ADAM(T, SSQRT, p[i], g[i], m[i], v[i], c1, c2, lrt, eps, sh); \\
+    }
+
+    #define ZD_ID(x) (x)
+    #define ZD_LOAD1(ptr) (*(ptr))
+    #define ZD_STORE1(ptr, x) (*(ptr) = (x))
+    ZD_SQRT_KERNELS(scalar, , float, f32, float, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrtf, sqrtf)
+    ZD_SQRT_KERNELS(scalar, , double, f64, double, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrt, sqrt)
+
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    #define ZD_X86 1
+    #include <immintrin.h>
+    ZD_SQRT_KERNELS(sse2, , float, f32, __m128, 4, _mm_loadu_ps, _mm_storeu_ps,
+                    _mm_set1_ps, _mm_sqrt_ps, sqrtf)
+    ZD_SQRT_KERNELS(sse2, , double, f64, __m128d, 2, _mm_loadu_pd, _mm_storeu_pd,
+                    _mm_set1_pd, _mm_sqrt_pd, sqrt)
+    ZD_SQRT_KERNELS(avx2, __attribute__((target("avx2"))), float, f32, __m256, 8,
+                    _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_sqrt_ps, sqrtf)
+    ZD_SQRT_KERNELS(avx2, __attribute__((target("avx2"))), double, f64, __m256d, 4,
+                    _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_sqrt_pd, sqrt)
+    ZD_SQRT_KERNELS(avx512, __attribute__((target("avx512f"))), float, f32, __m512, 16,
+                    _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_sqrt_ps, sqrtf)
+    ZD_SQRT_KERNELS(avx512, __attribute__((target("avx512f"))), double, f64, __m512d, 8,
+                    _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_sqrt_pd, sqrt)
+    #endif
+
+    /* 0: scalar, 1: SSE2, 2: AVX2, 3: AVX-512F; set once at import (zd_pick_isa). */
+    static int zd_isa = 0;
+    static int zd_pick_isa(void) {
+    #ifdef ZD_X86
+        __builtin_cpu_init();
+        zd_isa = __builtin_cpu_supports("avx512f") ? 3 : __builtin_cpu_supports("avx2") ? 2 : 1;
+    #endif
+        return zd_isa;
+    }
+
+    #ifdef ZD_X86
+    #define ZD_DISPATCH(NAME, SUF, ...) do {                                                \\
+            if (zd_isa == 3) NAME##_##SUF##_avx512(__VA_ARGS__);                            \\
+            else if (zd_isa == 2) NAME##_##SUF##_avx2(__VA_ARGS__);                         \\
+            else if (zd_isa == 1) NAME##_##SUF##_sse2(__VA_ARGS__);                         \\
+            else NAME##_##SUF##_scalar(__VA_ARGS__); } while (0)
+    #else
+    #define ZD_DISPATCH(NAME, SUF, ...) NAME##_##SUF##_scalar(__VA_ARGS__)
+    #endif
+
+    static void zd_adagrad_f32(float* p, const float* g, float* h, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_adagrad, f32, p, g, h, n, hy); }
+    static void zd_adagrad_f64(double* p, const double* g, double* h, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_adagrad, f64, p, g, h, n, hy); }
+    static void zd_rmsprop_f32(float* p, const float* g, float* h, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_rmsprop, f32, p, g, h, n, hy); }
+    static void zd_rmsprop_f64(double* p, const double* g, double* h, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_rmsprop, f64, p, g, h, n, hy); }
+    static void zd_adam_f32(float* p, const float* g, float* m, float* v, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_adam, f32, p, g, m, v, n, hy); }
+    static void zd_adam_f64(double* p, const double* g, double* m, double* v, ptrdiff_t n, const zd_hyper* hy)
+    { ZD_DISPATCH(zd_adam, f64, p, g, m, v, n, hy); }
+    """
+    ctypedef struct zd_hyper:
+        double lr, c1, c2, eps, decay, shrink
+    int zd_pick_isa() noexcept nogil
+    void zd_adagrad_f32(float* p, const float* g, float* h, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+    void zd_adagrad_f64(double* p, const double* g, double* h, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+    void zd_rmsprop_f32(float* p, const float* g, float* h, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+    void zd_rmsprop_f64(double* p, const double* g, double* h, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+    void zd_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+    void zd_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
+
+zd_pick_isa()
+
+# Elements per thread below which one thread does the whole update.
+cdef Py_ssize_t MIN_WORK = 1 << 15
+
+cdef enum Kind:
+    SGD
+    MOMENTUM
+    NESTEROV
+    ADAGRAD
+    RMSPROP
+    ADAM
+
+
+cdef void _segment(Kind kind, floating* p, const floating* g, floating* s1, floating* s2,
+                   Py_ssize_t n, const zd_hyper* hy) noexcept nogil:
+    """Update n elements: one loop reading and writing each array once."""
+    cdef Py_ssize_t i
+    cdef floating lr = <floating>hy.lr, mom = <floating>hy.c1
+    cdef floating c1 = <floating>hy.c1, c2 = <floating>hy.c2, v
+    if kind == SGD:
+        # p -= lr * g
+        for i in range(n):
+            p[i] = p[i] - lr * g[i]
+    elif kind == MOMENTUM:
+        # v = momentum*v - lr*g; p += v
+        for i in range(n):
+            v = s1[i] * mom - lr * g[i]
+            s1[i] = v
+            p[i] = p[i] + v
+    elif kind == NESTEROV:
+        # p += momentum^2 * v - (1+momentum)*lr * g with the old v; v = momentum*v - lr*g
+        # (c1, c2 hold momentum^2 and (1+momentum)*lr; decay holds momentum)
+        mom = <floating>hy.decay
+        for i in range(n):
+            v = s1[i]
+            p[i] = (p[i] + c1 * v) - c2 * g[i]
+            s1[i] = v * mom - lr * g[i]
+    elif kind == ADAGRAD:
+        if floating is float:
+            zd_adagrad_f32(p, g, s1, n, hy)
+        else:
+            zd_adagrad_f64(p, g, s1, n, hy)
+    elif kind == RMSPROP:
+        if floating is float:
+            zd_rmsprop_f32(p, g, s1, n, hy)
+        else:
+            zd_rmsprop_f64(p, g, s1, n, hy)
+    elif floating is float:
+        zd_adam_f32(p, g, s1, s2, n, hy)
+    else:
+        zd_adam_f64(p, g, s1, s2, n, hy)
+
+
+cdef void _update_range(Kind kind, const Py_ssize_t* offsets, Py_ssize_t count,
+                        const intptr_t* P, const intptr_t* G, const intptr_t* S1,
+                        const intptr_t* S2, Py_ssize_t lo, Py_ssize_t hi,
+                        const zd_hyper* hy, floating dtype_tag) noexcept nogil:
+    """Update elements lo..hi of the concatenation of the arrays in the tables."""
+    cdef Py_ssize_t a = 0, b = count, mid, start, stop
+    if hi <= lo:
+        return
+    # the array holding element lo: offsets[a] <= lo < offsets[a + 1]
+    while b - a > 1:
+        mid = (a + b) // 2
+        if offsets[mid] <= lo:
+            a = mid
+        else:
+            b = mid
+    while lo < hi:
+        start = lo - offsets[a]
+        stop = min(hi, offsets[a + 1]) - offsets[a]
+        _segment(kind, <floating*>P[a] + start, <const floating*>G[a] + start,
+                 <floating*>S1[a] + start, <floating*>S2[a] + start, stop - start, hy)
+        lo = offsets[a] + stop
+        a += 1
+
+
+cdef void _run(Kind kind, const Py_ssize_t[::1] offsets, const intptr_t[::1] P,
+               const intptr_t[::1] G, const intptr_t[::1] S1, const intptr_t[::1] S2,
+               const zd_hyper* hy, int nt, floating dtype_tag) noexcept nogil:
+    cdef Py_ssize_t count = P.shape[0], total
+    cdef int t
+    if count == 0:
+        return
+    total = offsets[count]
+    if nt <= 1:
+        _update_range(kind, &offsets[0], count, &P[0], &G[0], &S1[0], &S2[0], 0, total, hy,
+                      dtype_tag)
+        return
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        _update_range(kind, &offsets[0], count, &P[0], &G[0], &S1[0], &S2[0],
+                      part_start(total, nt, t), part_start(total, nt, t + 1), hy, dtype_tag)
+
+
+cdef class _Plan:
+    """Pointer tables of one update call, one group per dtype, plus the write-backs of
+    the arrays that had to be copied to be contiguous."""
+    cdef list groups       # [float32 group, float64 group]: lists of (p, g, s1, s2) buffers
+    cdef list writebacks   # (view, contiguous copy) pairs to copy back after the update
+    cdef list keep         # contiguous gradient copies, alive until the update is done
+
+    def __cinit__(self):
+        self.groups = [[], []]
+        self.writebacks = []
+        self.keep = []
+
+    cdef object _inplace(self, a, bint transpose):
+        if transpose:
+            a = a.T
+        if a.flags.c_contiguous:
+            return a
+        tmp = np.ascontiguousarray(a)
+        self.writebacks.append((a, tmp))
+        return tmp
+
+    cdef void add(self, p, g, states) except *:
+        if p.size == 0:
+            return
+        # Fortran-ordered parameter: work on the transposes, C-contiguous for free
+        cdef bint tr = (not p.flags.c_contiguous) and p.flags.f_contiguous
+        pb = self._inplace(p, tr)
+        gb = np.ascontiguousarray(g.T if tr else g)
+        self.keep.append(gb)
+        sb = [self._inplace(s, tr) for s in states]
+        while len(sb) < 2:
+            sb.append(pb)    # unused state slots point at p; never written
+        self.groups[0 if p.dtype == np.float32 else 1].append((pb, gb, sb[0], sb[1]))
+
+    cdef void finish(self):
+        for view, tmp in self.writebacks:
+            view[...] = tmp
+
+
+cdef inline intptr_t _addr(a):
+    return <intptr_t>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef object _apply(Kind kind, _Plan plan, zd_hyper hy):
+    cdef Py_ssize_t k, i, total
+    cdef int nt
+    for gi in range(2):
+        group = plan.groups[gi]
+        k = len(group)
+        if k == 0:
+            continue
+        offsets = np.empty(k + 1, dtype=np.intp)
+        tables = np.empty((4, k), dtype=np.intp)
+        total = 0
+        for i in range(k):
+            pb, gb, s1, s2 = group[i]
+            offsets[i] = total
+            total += pb.size
+            tables[0, i] = _addr(pb)
+            tables[1, i] = _addr(gb)
+            tables[2, i] = _addr(s1)
+            tables[3, i] = _addr(s2)
+        offsets[k] = total
+        nt = 1 if total < 2 * MIN_WORK else threads_for(total, MIN_WORK, get_num_threads())
+        if gi == 0:
+            _run[float](kind, offsets, tables[0], tables[1], tables[2], tables[3], &hy, nt, 0)
+        else:
+            _run[double](kind, offsets, tables[0], tables[1], tables[2], tables[3], &hy, nt, 0)
+    plan.finish()
+
+
+def _plan(params, grads, *states):
+    cdef _Plan plan = _Plan()
+    cdef Py_ssize_t i
+    for i in range(len(params)):
+        plan.add(params[i], grads[i], [s[i] for s in states])
+    return plan
+
+
+def sgd_update(params, grads, lr):
+    """p -= lr * g."""
+    chk.update_lists(params, grads)
+    lr = chk.real("lr", lr)
+    cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=0, decay=0, shrink=1)
+    _apply(SGD, _plan(params, grads), hy)
+
+
+def momentum_update(params, grads, velocities, lr, momentum):
+    """v = momentum*v - lr*g; p += v."""
+    chk.update_lists(params, grads, velocities=velocities)
+    lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
+    cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum, c2=0, eps=0, decay=0, shrink=1)
+    _apply(MOMENTUM, _plan(params, grads, velocities), hy)
+
+
+def nesterov_update(params, grads, velocities, lr, momentum):
+    """p += momentum^2*v - (1+momentum)*lr*g (old v); then v = momentum*v - lr*g."""
+    chk.update_lists(params, grads, velocities=velocities)
+    lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
+    cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum * momentum, c2=(1 + momentum) * lr, eps=0,
+                                decay=momentum, shrink=1)
+    _apply(NESTEROV, _plan(params, grads, velocities), hy)
+
+
+def adagrad_update(params, grads, hs, lr, eps=1e-7):
+    """h += g*g; p -= lr*g / (sqrt(h) + eps)."""
+    chk.update_lists(params, grads, hs=hs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=eps, decay=0, shrink=1)
+    _apply(ADAGRAD, _plan(params, grads, hs), hy)
+
+
+def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
+    """h = decay*h + (1-decay)*g*g; p -= lr*g / (sqrt(h) + eps)."""
+    chk.update_lists(params, grads, hs=hs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    decay_rate = chk.real("decay_rate", decay_rate, 0.0, 1.0)
+    cdef zd_hyper hy = zd_hyper(lr=lr, c1=1 - decay_rate, c2=0, eps=eps, decay=decay_rate,
+                                shrink=1)
+    _apply(RMSPROP, _plan(params, grads, hs), hy)
+
+
+def _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps):
+    chk.update_lists(params, grads, ms=ms, vs=vs)
+    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
+    beta1 = chk.real("beta1", beta1, 0.0, 1.0)
+    beta2 = chk.real("beta2", beta2, 0.0, 1.0)
+    step = chk.positive_int("step", step)
+    if beta1 == 1.0 or beta2 == 1.0:
+        raise ValueError("beta1 and beta2 must be < 1")
+    return lr, beta1, beta2, step, eps
+
+
+cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double eps,
+                          double shrink):
+    # lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), as the reference (in double)
+    lr_t = lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+    return zd_hyper(lr=lr_t, c1=1 - beta1, c2=1 - beta2, eps=eps, decay=0, shrink=shrink)
+
+
+def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
+    """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
+    m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
+    lr, beta1, beta2, step, eps = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step,
+                                               eps)
+    _apply(ADAM, _plan(params, grads, ms, vs), _adam_hyper(lr, beta1, beta2, step, eps, 1.0))
+
+
+def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
+    """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
+    lr, beta1, beta2, step, eps = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step,
+                                               eps)
+    wd = chk.real("weight_decay", weight_decay, 0.0)
+    shrink = 1.0 - lr * wd
+    _apply(ADAM, _plan(params, grads, ms, vs),
+           _adam_hyper(lr, beta1, beta2, step, eps, shrink))
