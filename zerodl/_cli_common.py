@@ -16,11 +16,14 @@ def add_runtime_options(parser):
 def apply_runtime_options(args):
     """Set backend and thread counts from parsed options; returns a threadpool limiter
     context (or None) that the caller keeps open while it trains."""
-    from . import set_backend, set_num_threads
+    from . import _kernels, set_backend, set_num_threads
     if args.backend:
         set_backend(args.backend)
     limiter = None
     if args.threads:
+        # Load the compiled kernels first: they bring scipy's BLAS, which a limit set
+        # before it is loaded would not reach.
+        _kernels.cython_available()
         set_num_threads(args.threads)
         try:
             from threadpoolctl import threadpool_limits
