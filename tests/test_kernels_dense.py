@@ -621,6 +621,28 @@ def test_optimizer_mixed_dtypes(name, rng):
     _run_both(name, p32 + p64, g32 + g64, [a + b for a, b in zip(s32, s64)], hyper)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_position_independent(name, dtype, rng, threads):
+    """An element's update does not depend on where it sits: one flat buffer updated in
+    one call equals the same buffer updated as a list of slices, bit for bit (the fast
+    training step updates a net's flat buffer; the book's path updates each array)."""
+    n_states, hyper = OPTIMIZERS[name]
+    (p,), (g,), states = _opt_lists(rng, dtype, [(100_003,)], n_states)
+    cuts = [0, 1, 18, 35, 1000, 65_537, 100_003]
+    parts = [slice(a, b) for a, b in zip(cuts, cuts[1:])]
+    for n in (1, 2):
+        threads(n)
+        whole = [p.copy(), [s[0].copy() for s in states]]
+        split = [p.copy(), [s[0].copy() for s in states]]
+        CY[name]([whole[0]], [g], *[[s] for s in whole[1]], *hyper)
+        CY[name]([split[0][c] for c in parts], [g[c] for c in parts],
+                 *[[s[c] for c in parts] for s in split[1]], *hyper)
+        np.testing.assert_array_equal(whole[0], split[0])
+        for a, b in zip(whole[1], split[1]):
+            np.testing.assert_array_equal(a, b)
+
+
 def _opt_args(name, rng, dt=np.float64):
     n_states, hyper = OPTIMIZERS[name]
     params, grads, states = _opt_lists(rng, dt, [(3, 4), (5,)], n_states)

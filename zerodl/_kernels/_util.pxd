@@ -141,8 +141,11 @@ cdef extern from *:
     #define ZD_SIMD_REDUCE(op, var)
     #define ZD_SIMD_REDUCE2(op, v1, v2)
     #endif
+    /* (unused: a module that cimports this file may not call every loop) */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define ZD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #define ZD_CLONES __attribute__((unused, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #elif defined(__GNUC__)
+    #define ZD_CLONES __attribute__((unused))
     #else
     #define ZD_CLONES
     #endif
@@ -428,6 +431,16 @@ cdef inline int threads_for(Py_ssize_t work, Py_ssize_t min_work, int max_thread
         return 1
     t = work // min_work
     return <int>(t if t < max_threads else max_threads)
+
+
+cdef inline int work_threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
+    """Threads for a call of `work` elements: zerodl's thread setting, one thread per
+    `min_work`.  The setting is read only when a second thread could pay off: small calls
+    skip it (get_num_threads() may call os.cpu_count(), which reads /sys)."""
+    if work < 2 * min_work:
+        return 1
+    from zerodl._config import get_num_threads
+    return threads_for(work, min_work, get_num_threads())
 
 
 cdef inline Py_ssize_t part_start(Py_ssize_t n, int parts, int i) noexcept nogil:

@@ -10,9 +10,8 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 
-from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._util cimport (part_start, threads_for, zd_sigmoid_f32, zd_sigmoid_f64,
+from zerodl._kernels._util cimport (part_start, work_threads, zd_sigmoid_f32, zd_sigmoid_f64,
                                    zd_tanh_f32, zd_tanh_f64)
 
 # Elements per thread below which a second thread costs more than it saves: cheap
@@ -20,13 +19,6 @@ from zerodl._kernels._util cimport (part_start, threads_for, zd_sigmoid_f32, zd_
 # (exp, tanh) compute-bound and worth splitting sooner.
 cdef Py_ssize_t MIN_CHEAP = 1 << 16
 cdef Py_ssize_t MIN_TRANSCENDENTAL = 1 << 13
-
-cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
-    """Threads for `work` elements; get_num_threads() is asked only when a second thread
-    could pay off (it is not free: os.cpu_count() reads /sys)."""
-    if work < 2 * min_work:
-        return 1
-    return threads_for(work, min_work, get_num_threads())
 
 
 cdef enum Op:
@@ -116,7 +108,7 @@ cdef object _forward(Op op, x, Py_ssize_t min_work):
     shape = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty(shape, dtype=x.dtype)
-    cdef int nt = _threads(x.size, min_work)
+    cdef int nt = work_threads(x.size, min_work)
     if x.dtype == np.float32:
         _run_unary[float](op, x.reshape(-1), out.reshape(-1), nt)
     else:
@@ -135,7 +127,7 @@ cdef object _backward(Op op, dout, out):
     dout = np.ascontiguousarray(dout)
     out = np.ascontiguousarray(out)
     dx = np.empty(shape, dtype=dout.dtype)
-    cdef int nt = _threads(dout.size, MIN_CHEAP)
+    cdef int nt = work_threads(dout.size, MIN_CHEAP)
     if dout.dtype == np.float32:
         _run_binary[float](op, dout.reshape(-1), out.reshape(-1), dx.reshape(-1), nt)
     else:

@@ -21,10 +21,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport sqrt
 from libc.string cimport memset
 
-from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._util cimport (
-    part_start, threads_for, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
+    part_start, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
     zd_colsums_dot_f64, zd_colsums_shifted_f32, zd_colsums_shifted_f64, zd_shifted_sums_f32,
     zd_shifted_sums_f64, zd_sqdev_f32, zd_sqdev_f64, zd_sum_dot_f32, zd_sum_dot_f64,
@@ -33,13 +32,6 @@ from zerodl._kernels._util cimport (
 # Elements per thread below which one thread does the whole call.
 cdef Py_ssize_t MIN_WORK = 1 << 15
 
-
-cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
-    """Threads for `work` elements; get_num_threads() is asked only when a second thread
-    could pay off (it is not free: os.cpu_count() reads /sys)."""
-    if work < 2 * min_work:
-        return 1
-    return threads_for(work, min_work, get_num_threads())
 
 
 cdef class _Scratch:
@@ -217,7 +209,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     out = np.empty((n, d), dtype=dtype)
     xhat = np.empty((n, d), dtype=dtype)
     inv_std = np.empty(d, dtype=dtype)
-    cdef int nt = _threads(n * d, MIN_WORK)
+    cdef int nt = work_threads(n * d, MIN_WORK)
     if nt > n:
         nt = n
     cdef _Scratch work = _Scratch((2 * nt + 4) * d)
@@ -281,7 +273,7 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6)
     dtype = x.dtype
     mean = _c(running_mean)
     out = np.empty((n, d), dtype=dtype)
-    cdef int nt = _threads(n * d, MIN_WORK)
+    cdef int nt = work_threads(n * d, MIN_WORK)
     cdef Py_ssize_t features = d
     cdef _Scratch work = _Scratch(2 * features)
     if dtype == np.float32:
@@ -380,7 +372,7 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
     dx = np.empty((n, d), dtype=dtype)
     dgamma = np.empty(d, dtype=dtype)
     dbeta = np.empty(d, dtype=dtype)
-    cdef int nt = _threads(n * d, MIN_WORK)
+    cdef int nt = work_threads(n * d, MIN_WORK)
     if nt > n:
         nt = max(n, 1)
     cdef _Scratch work = _Scratch((2 * nt + 3) * d)
@@ -506,7 +498,7 @@ def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
     mhi = np.empty(c, dtype=dtype)
     mlo = np.empty(c, dtype=dtype)
     shape3 = (n, c, h * w)
-    cdef int nt = _threads(x.size, MIN_WORK)
+    cdef int nt = work_threads(x.size, MIN_WORK)
     if nt > n * c:
         nt = n * c
     if dtype == np.float32:
@@ -546,7 +538,7 @@ def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, e
     dtype = x.dtype
     out = np.empty((n, c, h, w), dtype=dtype)
     shape3 = (n, c, h * w)
-    cdef int nt = _threads(x.size, MIN_WORK)
+    cdef int nt = work_threads(x.size, MIN_WORK)
     if nt > n * c:
         nt = max(n * c, 1)
     cdef Py_ssize_t channels = c
@@ -626,7 +618,7 @@ def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
     q = np.empty(c, dtype=dtype)
     r = np.empty(c, dtype=dtype)
     shape3 = (n, c, h * w)
-    cdef int nt = _threads(dout.size, MIN_WORK)
+    cdef int nt = work_threads(dout.size, MIN_WORK)
     if nt > n * c:
         nt = max(n * c, 1)
     if dtype == np.float32:
@@ -765,7 +757,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     out = np.empty((n, d), dtype=dtype)
     xhat = np.empty((n, d), dtype=dtype)
     inv_std = np.empty(n, dtype=dtype)
-    cdef int nt = _threads(x.size, MIN_WORK)
+    cdef int nt = work_threads(x.size, MIN_WORK)
     if dtype == np.float32:
         _rownorm[float](x, eps, gamma, beta, 0, xhat, out, inv_std, nt)
     else:
@@ -816,7 +808,7 @@ def layernorm_backward(dout, xhat, gamma, inv_std):
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     n, d = dout.shape
     dtype = dout.dtype
-    cdef int nt = _threads(dout.size, MIN_WORK)
+    cdef int nt = work_threads(dout.size, MIN_WORK)
     if nt > n:
         nt = max(n, 1)
     dx = np.empty((n, d), dtype=dtype)
@@ -844,7 +836,7 @@ def instancenorm_forward(x, gamma, beta, eps=1e-5):
     xhat = np.empty((n, c, h, w), dtype=dtype)
     inv_std = np.empty((n, c), dtype=dtype)
     shape2 = (n * c, h * w)
-    cdef int nt = _threads(x.size, MIN_WORK)
+    cdef int nt = work_threads(x.size, MIN_WORK)
     if dtype == np.float32:
         _rownorm[float](x.reshape(shape2), eps, gamma, beta, c, xhat.reshape(shape2),
                         out.reshape(shape2), inv_std.reshape(-1), nt)
@@ -909,7 +901,7 @@ def instancenorm_backward(dout, xhat, gamma, inv_std):
     ps1 = np.empty(n * c, dtype=np.float64)
     ps2 = np.empty(n * c, dtype=np.float64)
     shape2 = (n * c, h * w)
-    cdef int nt = _threads(dout.size, MIN_WORK)
+    cdef int nt = work_threads(dout.size, MIN_WORK)
     if nt > n * c:
         nt = max(n * c, 1)
     if dtype == np.float32:

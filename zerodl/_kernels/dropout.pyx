@@ -4,20 +4,12 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 
-from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._util cimport part_start, threads_for, zd_mask_scale_f32, zd_mask_scale_f64
+from zerodl._kernels._util cimport part_start, work_threads, zd_mask_scale_f32, zd_mask_scale_f64
 
 # Elements per thread below which the loop stays on one thread (memory-bound loop).
 cdef Py_ssize_t MIN_WORK = 1 << 16
 
-
-cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
-    """Threads for `work` elements; get_num_threads() is asked only when a second thread
-    could pay off (it is not free: os.cpu_count() reads /sys)."""
-    if work < 2 * min_work:
-        return 1
-    return threads_for(work, min_work, get_num_threads())
 
 
 cdef void _masked_scale(const floating* x, const unsigned char* mask, floating scale,
@@ -56,7 +48,7 @@ cdef object _apply(str name, x, mask, scale):
     # numpy bools are bytes holding 0 or 1.
     m = np.ascontiguousarray(mask).view(np.uint8)
     out = np.empty(shape, dtype=x.dtype)
-    cdef int nt = _threads(x.size, MIN_WORK)
+    cdef int nt = work_threads(x.size, MIN_WORK)
     if x.dtype == np.float32:
         _run[float](x.reshape(-1), m.reshape(-1), scale, out.reshape(-1), nt)
     else:

@@ -12,21 +12,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport log
 
-from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._util cimport (part_start, threads_for, zd_exp_shift_sum_f32,
+from zerodl._kernels._util cimport (part_start, work_threads, zd_exp_shift_sum_f32,
                                    zd_exp_shift_sum_f64, zd_max_f32, zd_max_f64)
 
 # Elements per thread below which one thread does the whole batch.
 cdef Py_ssize_t MIN_WORK = 1 << 14
 
-
-cdef int _threads(Py_ssize_t work, Py_ssize_t min_work) except -1:
-    """Threads for `work` elements; get_num_threads() is asked only when a second thread
-    could pay off (it is not free: os.cpu_count() reads /sys)."""
-    if work < 2 * min_work:
-        return 1
-    return threads_for(work, min_work, get_num_threads())
 
 
 cdef double _softmax_row(const floating* x, floating* y, Py_ssize_t c,
@@ -151,7 +143,7 @@ def softmax_cross_entropy_forward(x, t):
     x = np.ascontiguousarray(x)
     y = np.empty((n, c), dtype=x.dtype)
     row_loss = np.empty(n, dtype=np.float64)
-    cdef int nt = _threads(n * c, MIN_WORK)
+    cdef int nt = work_threads(n * c, MIN_WORK)
     cdef double total
     if x.dtype == np.float32:
         total = _forward[float](x, labels, onehot, y, row_loss, nt)
@@ -169,7 +161,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0):
     labels, onehot = _label_views(t, is_index, c, y.dtype)
     y = np.ascontiguousarray(y)
     dx = np.empty((n, c), dtype=y.dtype)
-    cdef int nt = _threads(n * c, MIN_WORK)
+    cdef int nt = work_threads(n * c, MIN_WORK)
     if y.dtype == np.float32:
         _backward[float](y, labels, onehot, scale, dx, nt)
     else:

@@ -22,9 +22,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport intptr_t
 
-from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._util cimport part_start, threads_for
+from zerodl._kernels._util cimport part_start, work_threads
 
 cnp.import_array()
 
@@ -54,66 +53,87 @@ cdef extern from *:
             (M) = m_; (W) = v_;                                                       \\
             (P) = (P) * (shrink) - (lrt) * m_ / (SQRT(v_) + (eps)); } while (0)
 
-    /* One ISA's kernels for element type T: vector loop of width NW, scalar tail. */
-    #define ZD_SQRT_KERNELS(ISA, ATTR, T, SUF, V, NW, LOAD, STORE, SET1, VSQRT, SSQRT)      \\
-    ATTR static void zd_adagrad_##SUF##_##ISA(T* p, const T* g, T* h, ptrdiff_t n,         \\
+    /* One step of NW elements at P, G, S1, S2 (load, update, store). */
+    #define ZD_ADAGRAD_STEP(V, LOAD, STORE, VSQRT, P, G, S1, S2) do {                       \\
+            V vp = LOAD(P), vh = LOAD(S1);                                                 \\
+            ZD_ADAGRAD(V, VSQRT, vp, LOAD(G), vh, vlr, veps);                              \\
+            STORE(P, vp); STORE(S1, vh); } while (0)
+    #define ZD_RMSPROP_STEP(V, LOAD, STORE, VSQRT, P, G, S1, S2) do {                       \\
+            V vp = LOAD(P), vh = LOAD(S1);                                                 \\
+            ZD_RMSPROP(V, VSQRT, vp, LOAD(G), vh, vlr, vdec, vomd, veps);                  \\
+            STORE(P, vp); STORE(S1, vh); } while (0)
+    #define ZD_ADAM_STEP(V, LOAD, STORE, VSQRT, P, G, S1, S2) do {                          \\
+            V vp = LOAD(P), vm = LOAD(S1), vv = LOAD(S2);                                  \\
+            ZD_ADAM(V, VSQRT, vp, LOAD(G), vm, vv, vc1, vc2, vlrt, veps, vsh);             \\
+            STORE(P, vp); STORE(S1, vm); STORE(S2, vv); } while (0)
+
+    /* Steps over n elements.  The last, partial step goes through a zero-padded copy, so
+       that every element is computed by the same instructions (a scalar tail could round
+       differently, e.g. by fusing other multiply-adds): an element's result does not
+       depend on where it sits in the list. */
+    #define ZD_STEPS(T, NW, STEP, V, LOAD, STORE, VSQRT) do {                               \\
+            ptrdiff_t i_ = 0, k_;                                                          \\
+            for (; i_ + NW <= n; i_ += NW)                                                 \\
+                STEP(V, LOAD, STORE, VSQRT, p + i_, g + i_, s1 + i_, s2 + i_);             \\
+            if (i_ < n) {                                                                  \\
+                ptrdiff_t r_ = n - i_;                                                     \\
+                T bp_[NW], bg_[NW], b1_[NW], b2_[NW];                                      \\
+                for (k_ = 0; k_ < NW; k_++) {                                              \\
+                    bp_[k_] = k_ < r_ ? p[i_ + k_] : (T)0;                                 \\
+                    bg_[k_] = k_ < r_ ? g[i_ + k_] : (T)0;                                 \\
+                    b1_[k_] = k_ < r_ ? s1[i_ + k_] : (T)0;                                \\
+                    b2_[k_] = k_ < r_ ? s2[i_ + k_] : (T)0;                                \\
+                }                                                                          \\
+                STEP(V, LOAD, STORE, VSQRT, bp_, bg_, b1_, b2_);                           \\
+                for (k_ = 0; k_ < r_; k_++) {                                              \\
+                    p[i_ + k_] = bp_[k_]; s2[i_ + k_] = b2_[k_]; s1[i_ + k_] = b1_[k_];     \\
+                }                                                                          \\
+            } } while (0)
+
+    /* One ISA's kernels for element type T.  Single-state updates pass s2 = s1: the
+       tail's copy-back writes s2 first, so the updated s1 is what stays. */
+    #define ZD_SQRT_KERNELS(ISA, ATTR, T, SUF, V, NW, LOAD, STORE, SET1, VSQRT)              \\
+    ATTR static void zd_adagrad_##SUF##_##ISA(T* p, const T* g, T* s1, ptrdiff_t n,        \\
                                               const zd_hyper* hy) {                        \\
-        T lr = (T)hy->lr, eps = (T)hy->eps; ptrdiff_t i = 0;                               \\
-        V vlr = SET1(lr), veps = SET1(eps);                                                \\
-        for (; i + NW <= n; i += NW) {                                                     \\
-            V vp = LOAD(p + i), vh = LOAD(h + i);                                          \\
-            ZD_ADAGRAD(V, VSQRT, vp, LOAD(g + i), vh, vlr, veps);                          \\
-            STORE(p + i, vp); STORE(h + i, vh);                                            \\
-        }                                                                                  \\
-        for (; i < n; i++) ZD_ADAGRAD(T, SSQRT, p[i], g[i], h[i], lr, eps);               \\
+        T* s2 = s1;                                                                        \\
+        V vlr = SET1((T)hy->lr), veps = SET1((T)hy->eps);                                  \\
+        ZD_STEPS(T, NW, ZD_ADAGRAD_STEP, V, LOAD, STORE, VSQRT);                           \\
     }                                                                                      \\
-    ATTR static void zd_rmsprop_##SUF##_##ISA(T* p, const T* g, T* h, ptrdiff_t n,         \\
+    ATTR static void zd_rmsprop_##SUF##_##ISA(T* p, const T* g, T* s1, ptrdiff_t n,        \\
                                               const zd_hyper* hy) {                        \\
-        T lr = (T)hy->lr, eps = (T)hy->eps, dec = (T)hy->decay, omd = (T)hy->c1;           \\
-        ptrdiff_t i = 0;                                                                   \\
-        V vlr = SET1(lr), veps = SET1(eps), vdec = SET1(dec), vomd = SET1(omd);            \\
-        for (; i + NW <= n; i += NW) {                                                     \\
-            V vp = LOAD(p + i), vh = LOAD(h + i);                                          \\
-            ZD_RMSPROP(V, VSQRT, vp, LOAD(g + i), vh, vlr, vdec, vomd, veps);              \\
-            STORE(p + i, vp); STORE(h + i, vh);                                            \\
-        }                                                                                  \\
-        for (; i < n; i++) ZD_RMSPROP(T, SSQRT, p[i], g[i], h[i], lr, dec, omd, eps);      \\
+        T* s2 = s1;                                                                        \\
+        V vlr = SET1((T)hy->lr), veps = SET1((T)hy->eps);                                  \\
+        V vdec = SET1((T)hy->decay), vomd = SET1((T)hy->c1);                               \\
+        ZD_STEPS(T, NW, ZD_RMSPROP_STEP, V, LOAD, STORE, VSQRT);                           \\
     }                                                                                      \\
-    ATTR static void zd_adam_##SUF##_##ISA(T* p, const T* g, T* m, T* v, ptrdiff_t n,      \\
+    ATTR static void zd_adam_##SUF##_##ISA(T* p, const T* g, T* s1, T* s2, ptrdiff_t n,    \\
                                            const zd_hyper* hy) {                           \\
-        T c1 = (T)hy->c1, c2 = (T)hy->c2, lrt = (T)hy->lr, eps = (T)hy->eps;               \\
-        T sh = (T)hy->shrink; ptrdiff_t i = 0;                                             \\
-        V vc1 = SET1(c1), vc2 = SET1(c2), vlrt = SET1(lrt), veps = SET1(eps);              \\
-        V vsh = SET1(sh);                                                                  \\
-        for (; i + NW <= n; i += NW) {                                                     \\
-            V vp = LOAD(p + i), vm = LOAD(m + i), vv = LOAD(v + i);                        \\
-            ZD_ADAM(V, VSQRT, vp, LOAD(g + i), vm, vv, vc1, vc2, vlrt, veps, vsh);         \\
-            STORE(p + i, vp); STORE(m + i, vm); STORE(v + i, vv);                          \\
-        }                                                                                  \\
-        for (; i < n; i++) ZD_ADAM(T, SSQRT, p[i], g[i], m[i], v[i], c1, c2, lrt, eps, sh); \\
+        V vc1 = SET1((T)hy->c1), vc2 = SET1((T)hy->c2), vlrt = SET1((T)hy->lr);           \\
+        V veps = SET1((T)hy->eps), vsh = SET1((T)hy->shrink);                              \\
+        ZD_STEPS(T, NW, ZD_ADAM_STEP, V, LOAD, STORE, VSQRT);                              \\
     }
 
     #define ZD_ID(x) (x)
     #define ZD_LOAD1(ptr) (*(ptr))
     #define ZD_STORE1(ptr, x) (*(ptr) = (x))
-    ZD_SQRT_KERNELS(scalar, , float, f32, float, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrtf, sqrtf)
-    ZD_SQRT_KERNELS(scalar, , double, f64, double, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrt, sqrt)
+    ZD_SQRT_KERNELS(scalar, , float, f32, float, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrtf)
+    ZD_SQRT_KERNELS(scalar, , double, f64, double, 1, ZD_LOAD1, ZD_STORE1, ZD_ID, sqrt)
 
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
     #define ZD_X86 1
     #include <immintrin.h>
     ZD_SQRT_KERNELS(sse2, , float, f32, __m128, 4, _mm_loadu_ps, _mm_storeu_ps,
-                    _mm_set1_ps, _mm_sqrt_ps, sqrtf)
+                    _mm_set1_ps, _mm_sqrt_ps)
     ZD_SQRT_KERNELS(sse2, , double, f64, __m128d, 2, _mm_loadu_pd, _mm_storeu_pd,
-                    _mm_set1_pd, _mm_sqrt_pd, sqrt)
+                    _mm_set1_pd, _mm_sqrt_pd)
     ZD_SQRT_KERNELS(avx2, __attribute__((target("avx2"))), float, f32, __m256, 8,
-                    _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_sqrt_ps, sqrtf)
+                    _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_sqrt_ps)
     ZD_SQRT_KERNELS(avx2, __attribute__((target("avx2"))), double, f64, __m256d, 4,
-                    _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_sqrt_pd, sqrt)
+                    _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_sqrt_pd)
     ZD_SQRT_KERNELS(avx512, __attribute__((target("avx512f"))), float, f32, __m512, 16,
-                    _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_sqrt_ps, sqrtf)
+                    _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_sqrt_ps)
     ZD_SQRT_KERNELS(avx512, __attribute__((target("avx512f"))), double, f64, __m512d, 8,
-                    _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_sqrt_pd, sqrt)
+                    _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_sqrt_pd)
     #endif
 
     /* 0: scalar, 1: SSE2, 2: AVX2, 3: AVX-512F; set once at import (zd_pick_isa). */
@@ -317,7 +337,7 @@ cdef object _apply(Kind kind, _Plan plan, zd_hyper hy):
             tables[2, i] = _addr(s1)
             tables[3, i] = _addr(s2)
         offsets[k] = total
-        nt = 1 if total < 2 * MIN_WORK else threads_for(total, MIN_WORK, get_num_threads())
+        nt = work_threads(total, MIN_WORK)
         if gi == 0:
             _run[float](kind, offsets, tables[0], tables[1], tables[2], tables[3], &hy, nt, 0)
         else:
