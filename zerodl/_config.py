@@ -98,11 +98,12 @@ def _env_threads() -> int | None:
 
 
 _num_threads: int | None = _env_threads()
+_CPU_COUNT = os.cpu_count() or 1  # asked once: os.cpu_count() costs ~10 us a call
 
 
 def get_num_threads() -> int:
     """Threads the compiled kernels may use (ZERODL_NUM_THREADS, default: all cores)."""
-    return _num_threads if _num_threads is not None else (os.cpu_count() or 1)
+    return _num_threads if _num_threads is not None else _CPU_COUNT
 
 
 def set_num_threads(n: int) -> None:

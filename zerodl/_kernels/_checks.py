@@ -6,6 +6,7 @@ ever see arrays whose shapes, dtypes and ranges have been checked.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -76,7 +77,7 @@ def real(name: str, value, low: float | None = None, high: float | None = None,
                                                                       np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
-    if not np.isfinite(v):
+    if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if low is not None and (v < low or (low_open and v == low)):
         bound = f"> {low}" if low_open else f">= {low}"
