@@ -63,6 +63,9 @@ def subprocess_env(**overrides) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ZERODL_HOME)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("OMP_NUM_THREADS", "1")
+    # `python -c` / `-m` would put the working directory (perhaps the checkout, whose
+    # zerodl has no compiled kernels) ahead of PYTHONPATH; Python >= 3.11 skips it.
+    env["PYTHONSAFEPATH"] = "1"
     for key, value in overrides.items():
         if value is None:
             env.pop(key, None)

@@ -39,7 +39,9 @@ def _closed_port_url() -> str:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Keep every test away from the real user cache, $ZERODL_DATA and the internet."""
+    """Keep every test away from the real user cache, $ZERODL_DATA, the checkout's data
+    (by way of the working directory) and the internet."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("ZERODL_DATA", raising=False)
     monkeypatch.setenv("ZERODL_MNIST_MIRROR", _closed_port_url())
@@ -197,7 +199,10 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert locate_mnist(explicit) is None
 
 
-def test_repo_data_is_found_in_a_checkout():
+def test_repo_data_is_found_in_a_checkout(monkeypatch):
+    # Run from the checkout's root, as the README's commands are: found whether zerodl
+    # is imported from the checkout itself or installed into site-packages.
+    monkeypatch.chdir(REPO_MNIST.parent.parent)
     assert locate_mnist() == REPO_MNIST.resolve()
 
 

@@ -41,6 +41,7 @@ def _env():
     env = os.environ.copy()
     home = str(Path(zerodl.__file__).resolve().parent.parent)  # the zerodl under test
     env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+    env["PYTHONSAFEPATH"] = "1"  # not the working directory's zerodl (Python >= 3.11)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ZERODL_NUM_THREADS"):
         env[var] = "1"
     return env

@@ -99,8 +99,11 @@ SHA256_RAW = types.MappingProxyType({f.name: f.raw_sha256 for f in _FILES})
 _IMAGE_SIDE = 28
 _IMAGE_SIZE = _IMAGE_SIDE * _IMAGE_SIDE
 
-# Only meaningful in a source checkout or editable install; a wheel has no data/.
+# The checkout's own copy: next to the package in a source checkout or editable install;
+# for a package installed from a checkout (pip install .), in the checkout the command
+# runs from (the README's commands run in the clone's root).
 _REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+_CWD_DATA_DIR = Path("data") / "mnist"
 
 
 class MnistChecksumError(ValueError):
@@ -131,8 +134,9 @@ def _search_dirs(data_dir) -> list[Path]:
     if env_dir is not None:
         dirs.append(env_dir)
     dirs.append(_user_cache_dir())
-    if _REPO_DATA_DIR.is_dir():
-        dirs.append(_REPO_DATA_DIR)
+    for checkout in (_REPO_DATA_DIR, _CWD_DATA_DIR.resolve()):
+        if checkout.is_dir() and checkout not in dirs:
+            dirs.append(checkout)
     return dirs
 
 

@@ -480,6 +480,9 @@ def _spawn(n_workers, spec, study_name, threads, backend, data_dir, verbose,
     for var in THREAD_VARS:
         env[var] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    # Import this zerodl, not one in the working directory that `-m` would put first
+    # (a checkout without compiled kernels); honoured by Python >= 3.11.
+    env["PYTHONSAFEPATH"] = "1"
     env["ZERODL_SEARCH_STORAGE"] = spec.target  # not on the command line: it may hold a password
     procs = []
     for i in range(n_workers):
