@@ -39,9 +39,7 @@ def _closed_port_url() -> str:
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Keep every test away from the real user cache, $ZERODL_DATA, the checkout's data
-    (by way of the working directory) and the internet."""
-    monkeypatch.chdir(tmp_path)
+    """Keep every test away from the real user cache, $ZERODL_DATA and the internet."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("ZERODL_DATA", raising=False)
     monkeypatch.setenv("ZERODL_MNIST_MIRROR", _closed_port_url())
@@ -183,6 +181,7 @@ def test_lookup_order(tmp_path, monkeypatch):
     fake_dir(cache.relative_to(tmp_path))
     repo = fake_dir("repo")
     monkeypatch.setattr(ds, "_REPO_DATA_DIR", repo)
+    monkeypatch.chdir(tmp_path)  # no data/mnist under the working directory
     monkeypatch.setenv("ZERODL_DATA", str(env))
 
     assert locate_mnist(explicit) == explicit
@@ -410,7 +409,9 @@ def mirror(tmp_path_factory):
 
 @pytest.fixture
 def no_repo_data(tmp_path, monkeypatch):
+    """Hide the checkout's copy: next to the package and under the working directory."""
     monkeypatch.setattr(ds, "_REPO_DATA_DIR", tmp_path / "no-checkout")
+    monkeypatch.chdir(tmp_path)
 
 
 def sha256_of(path: Path) -> str:
