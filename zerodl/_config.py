@@ -98,12 +98,17 @@ def _env_threads() -> int | None:
 
 
 _num_threads: int | None = _env_threads()
-_CPU_COUNT = os.cpu_count() or 1  # asked once: os.cpu_count() costs ~10 us a call
+
+# One thread unless asked for more.  The networks of chapters 6-7 run small kernels
+# between small BLAS calls; on this project's 2-core machine, with anything else running,
+# a second OpenMP thread beside OpenBLAS's spinning threads made an MLP training step
+# 20-450x slower (1.15 ms on one thread; 24-520 ms with two), so more threads are opt-in.
+DEFAULT_NUM_THREADS = 1
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels may use (ZERODL_NUM_THREADS, default: all cores)."""
-    return _num_threads if _num_threads is not None else _CPU_COUNT
+    """Threads the compiled kernels may use (ZERODL_NUM_THREADS, default 1)."""
+    return _num_threads if _num_threads is not None else DEFAULT_NUM_THREADS
 
 
 def set_num_threads(n: int) -> None:
