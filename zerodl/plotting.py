@@ -25,6 +25,10 @@ def save_figure(fig, path, dpi=110) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
     os.close(fd)
     try:
+        # mkstemp makes the file private; a figure gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, path)
     except BaseException:

@@ -56,13 +56,6 @@ def run(args):
         except KeyError as exc:
             print(f"zerodl experiment: {exc.args[0]}")
             return 2
-    # Load the compiled kernels first: they bring scipy's BLAS, which a --threads limit
-    # set before it is loaded would miss (it would then run on all cores).
-    try:
-        from .._kernels import cython_available
-        cython_available()
-    except Exception:  # the numpy backend still works; the backend choice reports errors
-        pass
     limiter = apply_runtime_options(args)
     out = os.path.abspath(args.out)
     print(f"zerodl experiment: {len(names)} experiment(s), "

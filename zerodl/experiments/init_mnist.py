@@ -60,14 +60,14 @@ def run(ctx, s):
                "iteration", "training loss (smoothed)")
     ax.legend()
     fig.suptitle("Weight initialisation compared on MNIST")
-    he, small = summary.get("He"), summary.get("std=0.01")
-    caption = "With std 0.01 the loss stays near ln 10 = 2.30: the signal vanishes in the " \
-              "deep layers and nothing is learnt; Xavier and He both learn, He fastest."
-    if he and small:
-        caption = (f"With std 0.01 the loss stays at {small['final_loss']:.2f} (ln 10 = 2.30: "
-                   f"nothing is learnt), while He reaches {he['final_loss']:.2f} and Xavier "
-                   f"{summary['Xavier']['final_loss']:.2f} after {n} iterations; He learns "
-                   f"fastest, as in the book." if "Xavier" in summary else caption)
+    order = sorted(summary, key=lambda k: summary[k]["final_loss"])
+    parts = [f"{k} {summary[k]['final_loss']:.2f}" for k in order]
+    caption = (f"Training loss after {n} iterations: {', '.join(parts)}; "
+               f"{order[0]} learns fastest{', as in the book' if order[0] == 'He' else ''}")
+    if "std=0.01" in summary and summary["std=0.01"]["final_loss"] > 2.2:
+        caption += (" and std 0.01 stays at ln 10 = 2.30: its signal vanishes in the deep "
+                    "layers and nothing is learnt")
+    caption += "."
     ctx.add_figure(fig, "init_mnist.png", caption)
     for name in models:
         ctx.key_numbers[f"{name}: loss, last {tail} iterations"] = round(

@@ -70,8 +70,9 @@ def run(ctx, s):
     order = sorted(summary, key=lambda k: summary[k]["final_loss"])
     ctx.add_figure(fig, "optimizer_mnist.png",
                    f"After {n} iterations the loss is lowest with {order[0]} and "
-                   f"{order[1]} and highest with {order[-1]}: the adaptive and momentum "
-                   f"methods learn faster than plain SGD, as in the book.")
+                   f"{order[1]} and highest with {order[-1]}"
+                   + (": the adaptive and momentum methods learn faster than plain SGD, as "
+                      "in the book." if order[-1] == "SGD" else "."))
     for name in order:
         ctx.key_numbers[f"{name}: loss, last {tail} iterations"] = round(
             summary[name]["final_loss"], 4)
