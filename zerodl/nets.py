@@ -8,12 +8,12 @@ numbers), ``seed=`` for the weights and dropout masks, and L1 / elastic-net deca
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import OrderedDict
 
 import numpy as np
 
 from . import layers as L
+from ._io import atomic_file
 from ._arrays import as_float, make_rng, resolve_dtype
 from .gradient import numerical_gradient as _numerical_gradient
 
@@ -41,24 +41,13 @@ def init_std(weight_init_std, fan_in: int) -> float:
 
 
 def atomic_savez(path, arrays: dict) -> str:
-    """Write ``arrays`` to ``path`` (.npz) atomically: a temp file in the same folder,
-    fsync, then os.replace, so a crash never leaves a half-written file."""
+    """Write ``arrays`` to ``path`` (.npz) atomically, so a crash never leaves a
+    half-written file."""
     path = os.fspath(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb", suffix=".npz") as fh:
+        np.savez(fh, **arrays)
     return path
 
 

@@ -6,7 +6,6 @@ when called and say how to install it when it is missing.
 from __future__ import annotations
 
 import os
-import tempfile
 
 
 def new_figure(**kwargs):
@@ -18,24 +17,12 @@ def new_figure(**kwargs):
 
 
 def save_figure(fig, path, dpi=110) -> str:
-    """Write a figure to PNG atomically (temp file in the same folder, then rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        # mkstemp makes the file private; a figure gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write a figure to PNG atomically."""
+    from ._io import atomic_file
+
+    with atomic_file(path, "wb", suffix=".png") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
+    return os.fspath(path)
 
 
 def learning_curves(history: dict, title: str = ""):

@@ -5,31 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zlib
 
 import numpy as np
 
+from .._io import write_text_atomic
+
 __all__ = ["Context", "write_json_atomic", "to_jsonable", "train_together", "batch_rng",
            "load_mnist_cached", "style_axes"]
-
-
-# ---------------------------------------------------------------- files
-
-_UMASK = None
-
-
-def _public_mode(path):
-    """Give a file written through mkstemp (mode 0600) the usual mode, 0666 & ~umask,
-    so the report's files can be served or shared."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    try:
-        os.chmod(path, 0o666 & ~_UMASK)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------- JSON
@@ -56,43 +39,8 @@ def to_jsonable(obj):
 
 
 def write_json_atomic(path, obj) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file, fsync, rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(to_jsonable(obj), fh, indent=1, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        _public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path, text: str) -> str:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    text = json.dumps(to_jsonable(obj), indent=1, ensure_ascii=False, allow_nan=False)
+    return write_text_atomic(path, text + "\n")
 
 
 # ---------------------------------------------------------------- data
@@ -194,7 +142,6 @@ class Context:
 
         path = os.path.join(self.out_dir, filename)
         save_figure(fig, path)
-        _public_mode(path)
         self.figures.append({"file": filename, "caption": caption,
                              "title": title or _title_of(fig) or filename})
         return path

@@ -5,26 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
+from .._io import write_text_atomic
 from .space import SearchSpace
 
 RUN = "zerodl_run"
-
-
-def _atomic_write(path: str, text: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _fmt(v) -> str:
@@ -255,9 +240,9 @@ def write_report(study, space: SearchSpace, settings: dict, budget: int, final, 
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
 
-    files["markdown"] = _atomic_write(os.path.join(out_dir, "results.md"), "\n".join(md))
+    files["markdown"] = write_text_atomic(os.path.join(out_dir, "results.md"), "\n".join(md))
     if nxt is not None:
-        files["next_space"] = _atomic_write(os.path.join(out_dir, "next_space.toml"),
+        files["next_space"] = write_text_atomic(os.path.join(out_dir, "next_space.toml"),
                                             nxt.to_toml())
     if plots and ranked:
         try:
@@ -296,7 +281,7 @@ def write_report(study, space: SearchSpace, settings: dict, budget: int, final, 
            "next_space": {"cli": nxt.to_cli(), "space": nxt.to_dict()} if nxt else None,
            "notes": notes, "seconds_wall": round(seconds, 3),
            "seconds_trials_sum": round(sum(trial_seconds), 3), "trials": per_trial}
-    files["json"] = _atomic_write(os.path.join(out_dir, "results.json"),
+    files["json"] = write_text_atomic(os.path.join(out_dir, "results.json"),
                                   json.dumps(doc, indent=2, default=str))
     result.files = files
 
