@@ -162,3 +162,38 @@ def update_lists(params, grads, **states) -> np.dtype | None:
             same_dtype(**{f"params[{i}]": p, f"{name}[{i}]": s})
             writable(f"{name}[{i}]", s)
     return params[0].dtype if n else None
+
+
+# ---------------------------------------------------------------- per-kernel sequences
+# The argument checks of kernels whose two implementations share them word for word.
+
+def affine_forward_args(x, W, b) -> None:
+    float_array("x", x, 2)
+    float_array("W", W, 2)
+    float_array("b", b, 1)
+    same_dtype(x=x, W=W, b=b)
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    shape_is("b", b, (W.shape[1],), "one bias per column of W")
+
+
+def affine_backward_args(dout, x, W) -> None:
+    float_array("dout", dout, 2)
+    float_array("x", x, 2)
+    float_array("W", W, 2)
+    same_dtype(dout=dout, x=x, W=W)
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    shape_is("dout", dout, (x.shape[0], W.shape[1]), "(rows of x, columns of W)")
+
+
+def adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps):
+    """Checked (lr, beta1, beta2, step, eps) of an Adam/AdamW update."""
+    update_lists(params, grads, ms=ms, vs=vs)
+    lr, eps = real("lr", lr), real("eps", eps, 0.0)
+    beta1 = real("beta1", beta1, 0.0, 1.0)
+    beta2 = real("beta2", beta2, 0.0, 1.0)
+    step = positive_int("step", step)
+    if beta1 == 1.0 or beta2 == 1.0:
+        raise ValueError("beta1 and beta2 must be < 1")
+    return lr, beta1, beta2, step, eps

@@ -21,13 +21,7 @@ def _sum0(a: np.ndarray) -> np.ndarray:
 
 def affine_forward(x, W, b):
     """out = x @ W + b for x (N, D), W (D, M), b (M,)."""
-    chk.float_array("x", x, 2)
-    chk.float_array("W", W, 2)
-    chk.float_array("b", b, 1)
-    chk.same_dtype(x=x, W=W, b=b)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
-    chk.shape_is("b", b, (W.shape[1],), "one bias per column of W")
+    chk.affine_forward_args(x, W, b)
     out = x @ W
     out += b
     return out
@@ -35,13 +29,7 @@ def affine_forward(x, W, b):
 
 def affine_backward(dout, x, W):
     """Gradients of affine_forward: (dx, dW, db)."""
-    chk.float_array("dout", dout, 2)
-    chk.float_array("x", x, 2)
-    chk.float_array("W", W, 2)
-    chk.same_dtype(dout=dout, x=x, W=W)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
-    chk.shape_is("dout", dout, (x.shape[0], W.shape[1]), "(rows of x, columns of W)")
+    chk.affine_backward_args(dout, x, W)
     return dout @ W.T, x.T @ dout, _sum0(dout)
 
 
@@ -549,17 +537,6 @@ def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
         p -= lr * g / (np.sqrt(h) + eps)
 
 
-def _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps):
-    chk.update_lists(params, grads, ms=ms, vs=vs)
-    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
-    beta1 = chk.real("beta1", beta1, 0.0, 1.0)
-    beta2 = chk.real("beta2", beta2, 0.0, 1.0)
-    step = chk.positive_int("step", step)
-    if beta1 == 1.0 or beta2 == 1.0:
-        raise ValueError("beta1 and beta2 must be < 1")
-    return lr, beta1, beta2, step, eps
-
-
 def _adam_core(params, grads, ms, vs, lr, beta1, beta2, step, eps):
     lr_t = lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     for p, g, m, v in zip(params, grads, ms, vs):
@@ -571,13 +548,13 @@ def _adam_core(params, grads, ms, vs, lr, beta1, beta2, step, eps):
 def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
     """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
     m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
-    args = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps)
+    args = chk.adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps)
     _adam_core(params, grads, ms, vs, *args)
 
 
 def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
     """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
-    args = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps)
+    args = chk.adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps)
     wd = chk.real("weight_decay", weight_decay, 0.0)
     shrink = 1.0 - args[0] * wd
     for p in params:

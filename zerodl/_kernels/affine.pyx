@@ -110,13 +110,7 @@ cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, flo
 
 def affine_forward(x, W, b):
     """out = x @ W + b for x (N, D), W (D, M), b (M,)."""
-    chk.float_array("x", x, 2)
-    chk.float_array("W", W, 2)
-    chk.float_array("b", b, 1)
-    chk.same_dtype(x=x, W=W, b=b)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
-    chk.shape_is("b", b, (W.shape[1],), "one bias per column of W")
+    chk.affine_forward_args(x, W, b)
     cdef Operand xo, Wo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
     cdef cnp.ndarray out = np.empty((n, m), dtype=x.dtype)
@@ -134,13 +128,7 @@ def affine_forward(x, W, b):
 
 def affine_backward(dout, x, W):
     """Gradients of affine_forward: (dx, dW, db)."""
-    chk.float_array("dout", dout, 2)
-    chk.float_array("x", x, 2)
-    chk.float_array("W", W, 2)
-    chk.same_dtype(dout=dout, x=x, W=W)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
-    chk.shape_is("dout", dout, (x.shape[0], W.shape[1]), "(rows of x, columns of W)")
+    chk.affine_backward_args(dout, x, W)
     cdef Operand do, xo, Wo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
     dtype = x.dtype

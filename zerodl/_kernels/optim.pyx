@@ -396,17 +396,6 @@ def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
     _apply(RMSPROP, _plan(params, grads, hs), hy)
 
 
-def _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step, eps):
-    chk.update_lists(params, grads, ms=ms, vs=vs)
-    lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
-    beta1 = chk.real("beta1", beta1, 0.0, 1.0)
-    beta2 = chk.real("beta2", beta2, 0.0, 1.0)
-    step = chk.positive_int("step", step)
-    if beta1 == 1.0 or beta2 == 1.0:
-        raise ValueError("beta1 and beta2 must be < 1")
-    return lr, beta1, beta2, step, eps
-
-
 cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double eps,
                           double shrink):
     # lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), as the reference (in double)
@@ -417,14 +406,14 @@ cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double ep
 def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
     """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
     m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
-    lr, beta1, beta2, step, eps = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step,
+    lr, beta1, beta2, step, eps = chk.adam_args(params, grads, ms, vs, lr, beta1, beta2, step,
                                                eps)
     _apply(ADAM, _plan(params, grads, ms, vs), _adam_hyper(lr, beta1, beta2, step, eps, 1.0))
 
 
 def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
     """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
-    lr, beta1, beta2, step, eps = _adam_checks(params, grads, ms, vs, lr, beta1, beta2, step,
+    lr, beta1, beta2, step, eps = chk.adam_args(params, grads, ms, vs, lr, beta1, beta2, step,
                                                eps)
     wd = chk.real("weight_decay", weight_decay, 0.0)
     shrink = 1.0 - lr * wd
