@@ -197,3 +197,57 @@ def adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps):
     if beta1 == 1.0 or beta2 == 1.0:
         raise ValueError("beta1 and beta2 must be < 1")
     return lr, beta1, beta2, step, eps
+
+
+def norm_params(x, gamma, beta, features):
+    float_array("gamma", gamma, 1)
+    float_array("beta", beta, 1)
+    same_dtype(x=x, gamma=gamma, beta=beta)
+    shape_is("gamma", gamma, (features,), "one per feature of x")
+    shape_is("beta", beta, (features,), "one per feature of x")
+
+
+def running_stats(x, running_mean, running_var, features):
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        float_array(name, r, 1)
+        shape_is(name, r, (features,), "one per feature of x")
+        same_dtype(x=x, **{name: r})
+
+
+def bn_hyper(momentum, eps):
+    return real("momentum", momentum, 0.0, 1.0), real("eps", eps, 0.0, low_open=True)
+
+
+def bn_backward_args(dout, xhat, gamma, inv_std, features_axis_shape):
+    float_array("dout", dout)
+    float_array("xhat", xhat)
+    float_array("gamma", gamma, 1)
+    float_array("inv_std", inv_std, 1)
+    same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    shape_is("gamma", gamma, features_axis_shape, "one per feature")
+    shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
+
+
+def conv_forward_args(x, W, b, stride, pad):
+    """Checks of a convolution's inputs; returns (n, c, h, w, fn, fh, fw, s, p, oh, ow)."""
+    float_array("x", x, 4)
+    float_array("W", W, 4)
+    float_array("b", b, 1)
+    same_dtype(x=x, W=W, b=b)
+    fn, c, fh, fw = W.shape
+    if x.shape[1] != c:
+        raise ValueError(f"x has {x.shape[1]} channels but W expects {c}")
+    shape_is("b", b, (fn,), "one bias per filter")
+    n, _, h, w = x.shape
+    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    return n, c, h, w, fn, fh, fw, s, p, oh, ow
+
+
+def pool_argmax(name: str, argmax, shape: tuple, window: int) -> None:
+    """Window positions from maxpool_forward: integers in [0, window), one per output."""
+    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer numpy.ndarray from maxpool_forward")
+    shape_is(name, argmax, shape, "the shape of dout")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= window):
+        raise ValueError(f"{name} values must lie in [0, {window})")

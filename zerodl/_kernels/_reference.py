@@ -121,20 +121,6 @@ def softmax_cross_entropy_backward(y, t, dout=1.0):
 
 # ---------------------------------------------------------------- batch normalisation
 
-def _norm_params(x, gamma, beta, features: int):
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("beta", beta, 1)
-    chk.same_dtype(x=x, gamma=gamma, beta=beta)
-    chk.shape_is("gamma", gamma, (features,), "one per feature of x")
-    chk.shape_is("beta", beta, (features,), "one per feature of x")
-
-
-def _running(x, running_mean, running_var, features: int):
-    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
-        chk.float_array(name, r, 1)
-        chk.shape_is(name, r, (features,), "one per feature of x")
-        chk.same_dtype(x=x, **{name: r})
-
 
 def _bn_train(x2, gamma, beta, running_mean, running_var, momentum, eps):
     """Batch norm over the rows of a 2-D array; updates the running statistics."""
@@ -161,10 +147,6 @@ def _bn_backward(dout2, xhat2, gamma, inv_std):
     return dx.astype(dtype, copy=False), dgamma.astype(dtype), dbeta.astype(dtype)
 
 
-def _check_bn_common(momentum, eps):
-    return chk.real("momentum", momentum, 0.0, 1.0), chk.real("eps", eps, 0.0, low_open=True)
-
-
 def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-6):
     """Training-mode batch norm of x (N, D) per column; returns (out, xhat, inv_std).
 
@@ -174,39 +156,28 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     chk.float_array("x", x, 2)
     if x.shape[0] < 1:
         raise ValueError("x must have at least one row to compute batch statistics")
-    _norm_params(x, gamma, beta, x.shape[1])
-    _running(x, running_mean, running_var, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
+    chk.running_stats(x, running_mean, running_var, x.shape[1])
     chk.writable("running_mean", running_mean)
     chk.writable("running_var", running_var)
-    momentum, eps = _check_bn_common(momentum, eps)
+    momentum, eps = chk.bn_hyper(momentum, eps)
     return _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps)
 
 
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """Inference-mode batch norm with the running statistics."""
     chk.float_array("x", x, 2)
-    _norm_params(x, gamma, beta, x.shape[1])
-    _running(x, running_mean, running_var, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
+    chk.running_stats(x, running_mean, running_var, x.shape[1])
     eps = chk.real("eps", eps, 0.0, low_open=True)
     scale = gamma / np.sqrt(running_var + eps)
     return ((x - running_mean) * scale + beta).astype(x.dtype, copy=False)
 
 
-def _check_bn_backward(dout, xhat, gamma, inv_std, features_axis_shape):
-    chk.float_array("dout", dout)
-    chk.float_array("xhat", xhat)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 1)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, features_axis_shape, "one per feature")
-    chk.shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
-
-
 def batchnorm_backward(dout, xhat, gamma, inv_std):
     """Gradients of batch norm over the rows of (N, D): (dx, dgamma, dbeta)."""
     chk.float_array("dout", dout, 2)
-    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
     return _bn_backward(dout, xhat, gamma, inv_std)
 
 
@@ -228,11 +199,11 @@ def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
     n, c, h, w = x.shape
     if n * h * w < 1:
         raise ValueError("x must have at least one value per channel to compute batch statistics")
-    _norm_params(x, gamma, beta, c)
-    _running(x, running_mean, running_var, c)
+    chk.norm_params(x, gamma, beta, c)
+    chk.running_stats(x, running_mean, running_var, c)
     chk.writable("running_mean", running_mean)
     chk.writable("running_var", running_var)
-    momentum, eps = _check_bn_common(momentum, eps)
+    momentum, eps = chk.bn_hyper(momentum, eps)
     out, xhat, inv_std = _bn_train(_to_rows(x), gamma, beta, running_mean, running_var,
                                    momentum, eps)
     return _from_rows(out, x.shape), _from_rows(xhat, x.shape), inv_std
@@ -241,8 +212,8 @@ def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
 def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     chk.float_array("x", x, 4)
     c = x.shape[1]
-    _norm_params(x, gamma, beta, c)
-    _running(x, running_mean, running_var, c)
+    chk.norm_params(x, gamma, beta, c)
+    chk.running_stats(x, running_mean, running_var, c)
     eps = chk.real("eps", eps, 0.0, low_open=True)
     scale = (gamma / np.sqrt(running_var + eps)).reshape(1, c, 1, 1)
     shift = (beta - running_mean * scale.ravel()).reshape(1, c, 1, 1)
@@ -251,7 +222,7 @@ def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, e
 
 def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
     chk.float_array("dout", dout, 4)
-    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
     dx, dgamma, dbeta = _bn_backward(_to_rows(dout), _to_rows(xhat), gamma, inv_std)
     return _from_rows(dx, dout.shape), dgamma, dbeta
 
@@ -279,7 +250,7 @@ def _rownorm_backward(dxhat2, xhat2, inv_std):
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
     chk.float_array("x", x, 2)
-    _norm_params(x, gamma, beta, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
     eps = chk.real("eps", eps, 0.0, low_open=True)
     xhat, inv_std = _rownorm(x, eps)
     return xhat * gamma + beta, xhat, inv_std
@@ -302,7 +273,7 @@ def instancenorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
     chk.float_array("x", x, 4)
     n, c, h, w = x.shape
-    _norm_params(x, gamma, beta, c)
+    chk.norm_params(x, gamma, beta, c)
     eps = chk.real("eps", eps, 0.0, low_open=True)
     xhat2, inv_std = _rownorm(x.reshape(n * c, h * w), eps)
     xhat = xhat2.reshape(x.shape)
@@ -390,16 +361,7 @@ def conv_forward(x, W, b, stride=1, pad=0):
 
     Returns (out (N, FN, OH, OW), col) where col = im2col(x) is kept for the backward.
     """
-    chk.float_array("x", x, 4)
-    chk.float_array("W", W, 4)
-    chk.float_array("b", b, 1)
-    chk.same_dtype(x=x, W=W, b=b)
-    fn, c, fh, fw = W.shape
-    if x.shape[1] != c:
-        raise ValueError(f"x has {x.shape[1]} channels but W expects {c}")
-    chk.shape_is("b", b, (fn,), "one bias per filter")
-    n, _, h, w = x.shape
-    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_forward_args(x, W, b, stride, pad)
     col = im2col(x, fh, fw, s, p)
     out = col @ W.reshape(fn, -1).T
     out += b
@@ -459,11 +421,7 @@ def _pool_back_setup(dout, input_shape, pool_h, pool_w, stride, pad):
 def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=2, pad=0):
     n, c, h, w, ph, pw, s, p, oh, ow = _pool_back_setup(dout, input_shape, pool_h, pool_w,
                                                          stride, pad)
-    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
-        raise TypeError("argmax must be an integer numpy.ndarray from maxpool_forward")
-    chk.shape_is("argmax", argmax, dout.shape, "the shape of dout")
-    if argmax.size and (argmax.min() < 0 or argmax.max() >= ph * pw):
-        raise ValueError(f"argmax values must lie in [0, {ph * pw})")
+    chk.pool_argmax("argmax", argmax, dout.shape, ph * pw)
     dcol = np.zeros((n * c * oh * ow, ph * pw), dtype=dout.dtype)
     dcol[np.arange(dcol.shape[0]), argmax.ravel()] = dout.ravel()
     # Scatter back with the same padding geometry; the padded border is dropped.

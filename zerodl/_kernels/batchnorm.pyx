@@ -33,7 +33,6 @@ from zerodl._kernels._util cimport (
 cdef Py_ssize_t MIN_WORK = 1 << 15
 
 
-
 cdef class _Scratch:
     """Work memory of one call (per-thread sums, per-feature coefficients), in doubles:
     cheaper than a handful of small NumPy arrays when the call itself is small."""
@@ -46,38 +45,6 @@ cdef class _Scratch:
 
     def __dealloc__(self):
         PyMem_Free(self.ptr)
-
-
-# ---------------------------------------------------------------- checks (as _reference)
-
-def _norm_params(x, gamma, beta, features):
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("beta", beta, 1)
-    chk.same_dtype(x=x, gamma=gamma, beta=beta)
-    chk.shape_is("gamma", gamma, (features,), "one per feature of x")
-    chk.shape_is("beta", beta, (features,), "one per feature of x")
-
-
-def _running(x, running_mean, running_var, features):
-    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
-        chk.float_array(name, r, 1)
-        chk.shape_is(name, r, (features,), "one per feature of x")
-        chk.same_dtype(x=x, **{name: r})
-
-
-def _check_bn_common(momentum, eps):
-    return chk.real("momentum", momentum, 0.0, 1.0), chk.real("eps", eps, 0.0, low_open=True)
-
-
-def _check_bn_backward(dout, xhat, gamma, inv_std, features_axis_shape):
-    chk.float_array("dout", dout)
-    chk.float_array("xhat", xhat)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 1)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, features_axis_shape, "one per feature")
-    chk.shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
 
 
 cdef inline object _c(a):
@@ -198,11 +165,11 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     chk.float_array("x", x, 2)
     if x.shape[0] < 1:
         raise ValueError("x must have at least one row to compute batch statistics")
-    _norm_params(x, gamma, beta, x.shape[1])
-    _running(x, running_mean, running_var, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
+    chk.running_stats(x, running_mean, running_var, x.shape[1])
     chk.writable("running_mean", running_mean)
     chk.writable("running_var", running_var)
-    momentum, eps = _check_bn_common(momentum, eps)
+    momentum, eps = chk.bn_hyper(momentum, eps)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
     dtype = x.dtype
@@ -265,8 +232,8 @@ cdef void _bn_infer(const floating[:, ::1] x, const floating[::1] mean,
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """Inference-mode batch norm with the running statistics."""
     chk.float_array("x", x, 2)
-    _norm_params(x, gamma, beta, x.shape[1])
-    _running(x, running_mean, running_var, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
+    chk.running_stats(x, running_mean, running_var, x.shape[1])
     eps = chk.real("eps", eps, 0.0, low_open=True)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
@@ -365,7 +332,7 @@ cdef inline void _colcombine_rows(const floating* a, const floating* c, Py_ssize
 def batchnorm_backward(dout, xhat, gamma, inv_std):
     """Gradients of batch norm over the rows of (N, D): (dx, dgamma, dbeta)."""
     chk.float_array("dout", dout, 2)
-    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     n, d = dout.shape
     dtype = dout.dtype
@@ -481,11 +448,11 @@ def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
     n, c, h, w = x.shape
     if n * h * w < 1:
         raise ValueError("x must have at least one value per channel to compute batch statistics")
-    _norm_params(x, gamma, beta, c)
-    _running(x, running_mean, running_var, c)
+    chk.norm_params(x, gamma, beta, c)
+    chk.running_stats(x, running_mean, running_var, c)
     chk.writable("running_mean", running_mean)
     chk.writable("running_var", running_var)
-    momentum, eps = _check_bn_common(momentum, eps)
+    momentum, eps = chk.bn_hyper(momentum, eps)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype
     out = np.empty((n, c, h, w), dtype=dtype)
@@ -530,8 +497,8 @@ cdef void _sbn_infer(const floating[:, :, ::1] x, const floating* scale,
 def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     chk.float_array("x", x, 4)
     c = x.shape[1]
-    _norm_params(x, gamma, beta, c)
-    _running(x, running_mean, running_var, c)
+    chk.norm_params(x, gamma, beta, c)
+    chk.running_stats(x, running_mean, running_var, c)
     eps = chk.real("eps", eps, 0.0, low_open=True)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, _, h, w = x.shape
@@ -605,7 +572,7 @@ cdef void _sbn_backward(const floating[:, :, ::1] dout, const floating[:, :, ::1
 
 def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
     chk.float_array("dout", dout, 4)
-    _check_bn_backward(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     n, c, h, w = dout.shape
     dtype = dout.dtype
@@ -749,7 +716,7 @@ cdef void _rownorm_backward_rows(const floating* dout, const floating* xhat,
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
     chk.float_array("x", x, 2)
-    _norm_params(x, gamma, beta, x.shape[1])
+    chk.norm_params(x, gamma, beta, x.shape[1])
     eps = chk.real("eps", eps, 0.0, low_open=True)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
@@ -828,7 +795,7 @@ def instancenorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
     chk.float_array("x", x, 4)
     n, c, h, w = x.shape
-    _norm_params(x, gamma, beta, c)
+    chk.norm_params(x, gamma, beta, c)
     eps = chk.real("eps", eps, 0.0, low_open=True)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype

@@ -334,16 +334,7 @@ def conv_forward(x, W, b, stride=1, pad=0):
 
     Returns (out (N, FN, OH, OW), col) where col = im2col(x) is kept for the backward.
     """
-    chk.float_array("x", x, 4)
-    chk.float_array("W", W, 4)
-    chk.float_array("b", b, 1)
-    chk.same_dtype(x=x, W=W, b=b)
-    fn, c, fh, fw = W.shape
-    if x.shape[1] != c:
-        raise ValueError(f"x has {x.shape[1]} channels but W expects {c}")
-    chk.shape_is("b", b, (fn,), "one bias per filter")
-    n, _, h, w = x.shape
-    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_forward_args(x, W, b, stride, pad)
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(W).reshape(fn, c * fh * fw)
     b = np.ascontiguousarray(b)

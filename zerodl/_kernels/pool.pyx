@@ -261,11 +261,7 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
 def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=2, pad=0):
     n, c, h, w, ph, pw, s, p, oh, ow = _pool_back_setup(dout, input_shape, pool_h, pool_w,
                                                          stride, pad)
-    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
-        raise TypeError("argmax must be an integer numpy.ndarray from maxpool_forward")
-    chk.shape_is("argmax", argmax, dout.shape, "the shape of dout")
-    if argmax.size and (argmax.min() < 0 or argmax.max() >= ph * pw):
-        raise ValueError(f"argmax values must lie in [0, {ph * pw})")
+    chk.pool_argmax("argmax", argmax, dout.shape, ph * pw)
     dout = np.ascontiguousarray(dout)
     # In range now, so any integer dtype converts to intp exactly.
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
