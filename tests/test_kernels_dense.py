@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zerodl import _config
+from zerodl import _kernels
 from zerodl._kernels import compiled_kernels, cython_available, cython_import_error, table
 
 if not cython_available():
@@ -815,3 +816,38 @@ def test_optimizer_property(shapes, name, dtype, seed):
     n_states, hyper = OPTIMIZERS[name]
     params, grads, states = _opt_lists(rng, dtype, [tuple(s) for s in shapes], n_states)
     _run_both(name, params, grads, states, hyper)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, d, m", [(100, 784, 100),   # split by rows of out / dW
+                                     (3, 700, 600),     # out has fewer rows than columns
+                                     (257, 129, 31)])   # uneven parts
+def test_split_gemm_matches_reference(n, d, m, dtype, rng, threads):
+    """Large enough affine GEMMs are cut across OpenMP threads (rows, or columns when
+    there are fewer rows), each part a single-threaded BLAS call: any thread count and
+    operand layout gives the reference's result, and BLAS's own thread count is given
+    back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    x, W, b = _affine_fwd(rng, dtype, n, d, m)
+    dout = rng.standard_normal((n, m)).astype(dtype)
+    want_f = REF["affine_forward"](x, W, b)
+    want_b = REF["affine_backward"](dout, x, W)
+    for nt in (1, 2, 3):
+        threads(nt)
+        for xx, WW in ((x, W), (np.asfortranarray(x), np.asfortranarray(W))):
+            assert_close(CY["affine_forward"](xx, WW, b), want_f)
+            assert_close(CY["affine_backward"](dout, xx, WW), want_b)
+    after = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    assert after == before
+
+
+def test_kernels_can_hold_scipy_blas_to_one_thread():
+    """With scipy's OpenBLAS (what pip installs) the kernels find its thread setter."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401 - the library the kernels call
+    libs = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"
+            and "scipy.libs" in (i["filepath"] or "")]
+    if not libs:
+        pytest.skip("scipy is not linked to its bundled OpenBLAS here")
+    assert _kernels.build_info()["blas_single_threaded_in_kernels"] is True

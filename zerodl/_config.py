@@ -99,15 +99,23 @@ def _env_threads() -> int | None:
 
 _num_threads: int | None = _env_threads()
 
-# One thread unless asked for more.  The networks of chapters 6-7 run small kernels
-# between small BLAS calls; on this project's 2-core machine, with anything else running,
-# a second OpenMP thread beside OpenBLAS's spinning threads made an MLP training step
-# 20-450x slower (1.15 ms on one thread; 24-520 ms with two), so more threads are opt-in.
-DEFAULT_NUM_THREADS = 1
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# Every CPU this process may run on.  The kernels own these threads: BLAS is called
+# single-threaded and GEMMs are split across zerodl's OpenMP threads (see
+# _kernels/_blas.pxd), because two thread pools on the same cores, libgomp's and
+# OpenBLAS's, each spinning while it waits, made an MLP step 8-10x slower on 2 cores.
+DEFAULT_NUM_THREADS = _usable_cpus()
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels may use (ZERODL_NUM_THREADS, default 1)."""
+    """Threads the compiled kernels may use (ZERODL_NUM_THREADS; default: the usable CPUs)."""
     return _num_threads if _num_threads is not None else DEFAULT_NUM_THREADS
 
 

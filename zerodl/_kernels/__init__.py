@@ -45,6 +45,7 @@ _V3_CPU_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "movbe")
 
 _tables: dict[str, dict] = {}
 _variant = "not built"
+_blas_controlled: bool | None = None  # can the kernels hold BLAS to one thread?
 _cython_fallbacks: tuple[str, ...] = ()
 _cython_compiled: dict[str, str] = {}
 _cython_error: str | None = None
@@ -97,6 +98,7 @@ def _load_cython() -> None:
     errors = []
     variants = set()
     wanted = _wanted_variant()
+    global _blas_controlled
     for mod_name in CYTHON_MODULES:
         try:
             mod, got = _import_kernel_module(mod_name, wanted)
@@ -104,6 +106,9 @@ def _load_cython() -> None:
             errors.append(f"{mod_name}: {exc}")
             continue
         variants.add(got)
+        probe = getattr(mod, "blas_threads_controlled", None)
+        if probe is not None:
+            _blas_controlled = bool(probe())
         for name in KERNEL_NAMES:
             fn = getattr(mod, name, None)
             if fn is not None:
@@ -152,7 +157,8 @@ def compiled_kernels() -> dict[str, str]:
 def build_info() -> dict:
     """Which build of the compiled kernels was imported, and whether the CPU has v3."""
     _load_cython()
-    return {"variant": _variant, "cpu_supports_x86_64_v3": cpu_supports_v3()}
+    return {"variant": _variant, "cpu_supports_x86_64_v3": cpu_supports_v3(),
+            "blas_single_threaded_in_kernels": _blas_controlled}
 
 
 def table(backend: str) -> dict:

@@ -1,6 +1,88 @@
-# Row-major GEMM on top of scipy's BLAS (nogil, float32/float64).
+# Row-major GEMM on top of scipy's BLAS (nogil, float32/float64), and the control of
+# that BLAS library's own threads.
+#
+# zerodl's kernels call BLAS single-threaded and split the work across zerodl's OpenMP
+# threads themselves.  Two thread pools on the same cores (libgomp's and OpenBLAS's, both
+# spinning while they wait for work) cost an MLP training step 8-10x on a 2-core machine
+# (1 ms -> 8-10 ms measured); one pool, owned by zerodl, keeps the second core useful.
+# The BLAS library is found from the address of scipy's sgemm (dladdr), so the thread
+# setter belongs to exactly the library the kernels call, whatever its symbol prefix.
 from cython cimport floating
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from *:
+    """
+    #include <dlfcn.h>
+    typedef int (*zd_blas_get_fn)(void);
+    typedef void (*zd_blas_set_fn)(int);
+    static zd_blas_get_fn zd_blas_get = NULL;
+    static zd_blas_set_fn zd_blas_set = NULL;
+    static int zd_blas_probed = 0;
+
+    /* Find the thread getter and setter of the library that holds `symbol`. */
+    static void zd_blas_probe(void *symbol) {
+        static const char *names[][2] = {
+            {"openblas_get_num_threads", "openblas_set_num_threads"},
+            {"scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"},
+            {"openblas_get_num_threads64_", "openblas_set_num_threads64_"},
+            {"bli_thread_get_num_threads", "bli_thread_set_num_threads"},
+            {"MKL_Get_Max_Threads", "MKL_Set_Num_Threads"},
+        };
+        Dl_info info;
+        void *lib;
+        size_t i;
+        zd_blas_probed = 1;
+        if (!dladdr(symbol, &info) || info.dli_fname == NULL)
+            return;
+        lib = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+        if (lib == NULL)
+            return;
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            void *get = dlsym(lib, names[i][0]);
+            void *set = dlsym(lib, names[i][1]);
+            if (get != NULL && set != NULL) {
+                zd_blas_get = (zd_blas_get_fn)get;
+                zd_blas_set = (zd_blas_set_fn)set;
+                break;
+            }
+        }
+        /* scipy keeps the library loaded; this only drops the reference NOLOAD took */
+        dlclose(lib);
+    }
+    """
+    ctypedef int (*zd_blas_get_fn)() noexcept nogil
+    ctypedef void (*zd_blas_set_fn)(int) noexcept nogil
+    zd_blas_get_fn zd_blas_get
+    zd_blas_set_fn zd_blas_set
+    int zd_blas_probed
+    void zd_blas_probe(void* symbol) noexcept nogil
+
+
+cdef inline bint blas_controllable() noexcept nogil:
+    """Whether the BLAS library's thread count can be set (found on first use)."""
+    if not zd_blas_probed:
+        zd_blas_probe(<void*> sgemm)
+    return zd_blas_set != NULL
+
+
+cdef inline int blas_hold_single() noexcept nogil:
+    """Make BLAS single-threaded; returns the count to give back to blas_release
+    (0 when there is nothing to restore, -1 when BLAS's threads cannot be controlled:
+    then only one thread may call BLAS)."""
+    cdef int prev
+    if not blas_controllable():
+        return -1
+    prev = zd_blas_get()
+    if prev <= 1:
+        return 0
+    zd_blas_set(1)
+    return prev
+
+
+cdef inline void blas_release(int held) noexcept nogil:
+    if held > 1:
+        zd_blas_set(held)
 
 
 cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -20,3 +102,48 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floati
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta,
               c, &ldc)
+
+
+# Multiply-adds per thread below which splitting a GEMM costs more than it saves.
+cdef enum:
+    GEMM_MIN_WORK = 1 << 18
+
+
+cdef inline int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                             int max_threads) noexcept nogil:
+    """Threads worth giving a (m, n, k) GEMM: one per GEMM_MIN_WORK multiply-adds."""
+    cdef Py_ssize_t work = m * n * k, t
+    if max_threads <= 1 or work < 2 * GEMM_MIN_WORK or (m < 2 and n < 2):
+        return 1
+    t = work // GEMM_MIN_WORK
+    return <int>(t if t < max_threads else max_threads)
+
+
+cdef inline void gemm_rm_split(bint trans_a, bint trans_b, int m, int n, int k,
+                               floating alpha, const floating* a, int lda,
+                               const floating* b, int ldb, floating beta, floating* c,
+                               int ldc, int nt) noexcept nogil:
+    """gemm_rm with C cut into nt blocks of rows (or of columns when C has fewer rows
+    than columns), one single-threaded BLAS call per OpenMP thread.  The caller holds
+    BLAS to one thread (blas_hold_single) when nt > 1."""
+    cdef int i, lo, hi, parts
+    cdef bint by_rows = m >= n
+    parts = nt if nt < (m if by_rows else n) else (m if by_rows else n)
+    if parts <= 1:
+        gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    for i in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+        if by_rows:
+            lo = (m // parts) * i + (i if i < m % parts else m % parts)
+            hi = lo + m // parts + (1 if i < m % parts else 0)
+            # rows lo..hi of op(A): rows of A, or columns of the stored A^T
+            gemm_rm(trans_a, trans_b, hi - lo, n, k, alpha,
+                    a + (lo if trans_a else <Py_ssize_t> lo * lda), lda, b, ldb, beta,
+                    c + <Py_ssize_t> lo * ldc, ldc)
+        else:
+            lo = (n // parts) * i + (i if i < n % parts else n % parts)
+            hi = lo + n // parts + (1 if i < n % parts else 0)
+            # columns lo..hi of op(B): columns of B, or rows of the stored B^T
+            gemm_rm(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
+                    b + (<Py_ssize_t> lo * ldb if trans_b else lo), ldb, beta,
+                    c + lo, ldc)

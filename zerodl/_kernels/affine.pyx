@@ -15,7 +15,9 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._blas cimport gemm_rm
+from zerodl._config import get_num_threads
+from zerodl._kernels._blas cimport (blas_controllable, blas_hold_single, blas_release,
+                                    gemm_rm_split, gemm_threads)
 from zerodl._kernels._util cimport zd_sum_f32, zd_sum_f64
 
 cnp.import_array()
@@ -49,22 +51,36 @@ cdef inline int _ld(const Operand* op) noexcept nogil:
 
 
 cdef inline void _gemm(const Operand* a, bint ta, const Operand* b, bint tb, Py_ssize_t m,
-                       Py_ssize_t n, Py_ssize_t k, floating* c, floating beta) noexcept nogil:
-    # C (m, n) = op(A) @ op(B) + beta * C, op(X) = X or X.T as the operand and flag say
-    gemm_rm(a.trans != ta, b.trans != tb, <int>m, <int>n, <int>k, 1, <const floating*>a.data,
-            _ld(a), <const floating*>b.data, _ld(b), beta, c, <int>n)
+                       Py_ssize_t n, Py_ssize_t k, floating* c, floating beta,
+                       int max_threads) noexcept nogil:
+    # C (m, n) = op(A) @ op(B) + beta * C, op(X) = X or X.T as the operand and flag say;
+    # on up to max_threads OpenMP threads (BLAS is held to one thread by the caller)
+    gemm_rm_split(a.trans != ta, b.trans != tb, <int>m, <int>n, <int>k, 1,
+                  <const floating*>a.data, _ld(a), <const floating*>b.data, _ld(b), beta, c,
+                  <int>n, gemm_threads(m, n, k, max_threads))
+
+
+cdef inline int _hold_blas(int* max_threads) noexcept nogil:
+    # BLAS single-threaded for the call; if its threads cannot be set, no splitting
+    cdef int held = blas_hold_single()
+    if held < 0:
+        max_threads[0] = 1
+    return held
 
 
 cdef void _forward(const Operand* x, const Operand* W, const floating* b, floating* out,
-                   Py_ssize_t n, Py_ssize_t d, Py_ssize_t m) noexcept nogil:
+                   Py_ssize_t n, Py_ssize_t d, Py_ssize_t m, int nt) noexcept nogil:
     # out (N, M) = x (N, D) @ W (D, M) + b
     cdef Py_ssize_t i
+    cdef int held
     if n == 0 or m == 0:
         return
     for i in range(n):
         memcpy(out + i * m, b, m * sizeof(floating))
     if d > 0:
-        _gemm(x, False, W, False, n, m, d, out, 1)
+        held = _hold_blas(&nt)
+        _gemm(x, False, W, False, n, m, d, out, 1, nt)
+        blas_release(held)
 
 
 cdef void _column_sums(const Operand* a, floating* out, double* acc,
@@ -90,7 +106,8 @@ cdef void _column_sums(const Operand* a, floating* out, double* acc,
 
 cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, floating* dx,
                     floating* dW, floating* db, double* acc, Py_ssize_t n, Py_ssize_t d,
-                    Py_ssize_t m) noexcept nogil:
+                    Py_ssize_t m, int nt) noexcept nogil:
+    cdef int held = _hold_blas(&nt)
     if m > 0:
         if n > 0:
             _column_sums(dout, db, acc, m)
@@ -98,14 +115,15 @@ cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, flo
             memset(db, 0, m * sizeof(floating))
     if n > 0 and d > 0:
         if m > 0:
-            _gemm(dout, False, W, True, n, d, m, dx, 0)       # dx = dout @ W.T
+            _gemm(dout, False, W, True, n, d, m, dx, 0, nt)     # dx = dout @ W.T
         else:
             memset(dx, 0, n * d * sizeof(floating))
     if d > 0 and m > 0:
         if n > 0:
-            _gemm(x, True, dout, False, d, m, n, dW, 0)       # dW = x.T @ dout
+            _gemm(x, True, dout, False, d, m, n, dW, 0, nt)     # dW = x.T @ dout
         else:
             memset(dW, 0, d * m * sizeof(floating))
+    blas_release(held)
 
 
 def affine_forward(x, W, b):
@@ -116,13 +134,14 @@ def affine_forward(x, W, b):
     cdef cnp.ndarray out = np.empty((n, m), dtype=x.dtype)
     keep = (_operand(x, &xo), _operand(W, &Wo))
     cdef cnp.ndarray bc = np.ascontiguousarray(b)
+    cdef int nt = get_num_threads()
     with nogil:
         if cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT:
             _forward[float](&xo, &Wo, <float*>cnp.PyArray_DATA(bc),
-                            <float*>cnp.PyArray_DATA(out), n, d, m)
+                            <float*>cnp.PyArray_DATA(out), n, d, m, nt)
         else:
             _forward[double](&xo, &Wo, <double*>cnp.PyArray_DATA(bc),
-                             <double*>cnp.PyArray_DATA(out), n, d, m)
+                             <double*>cnp.PyArray_DATA(out), n, d, m, nt)
     return out
 
 
@@ -137,13 +156,21 @@ def affine_backward(dout, x, W):
     cdef cnp.ndarray db = np.empty(m, dtype=dtype)
     cdef cnp.ndarray acc = np.empty(m, dtype=np.float64)
     keep = (_operand(dout, &do), _operand(x, &xo), _operand(W, &Wo))
+    cdef int nt = get_num_threads()
     with nogil:
         if cnp.PyArray_TYPE(dx) == cnp.NPY_FLOAT:
             _backward[float](&do, &xo, &Wo, <float*>cnp.PyArray_DATA(dx),
                              <float*>cnp.PyArray_DATA(dW), <float*>cnp.PyArray_DATA(db),
-                             <double*>cnp.PyArray_DATA(acc), n, d, m)
+                             <double*>cnp.PyArray_DATA(acc), n, d, m, nt)
         else:
             _backward[double](&do, &xo, &Wo, <double*>cnp.PyArray_DATA(dx),
                               <double*>cnp.PyArray_DATA(dW), <double*>cnp.PyArray_DATA(db),
-                              <double*>cnp.PyArray_DATA(acc), n, d, m)
+                              <double*>cnp.PyArray_DATA(acc), n, d, m, nt)
     return dx, dW, db
+
+
+def blas_threads_controlled():
+    """Whether the kernels can hold scipy's BLAS to one thread while they call it (found
+    by the address of sgemm; False for a BLAS without a known thread setter, and then
+    the GEMMs are not split across threads)."""
+    return blas_controllable()

@@ -9,9 +9,9 @@ The convolutions run one OpenMP task per image.  Forward: the image's patches go
 col and, while still in cache, one GEMM multiplies them into out[n], written straight in
 the (FN, OH*OW) layout.  Backward: the image's two GEMMs (dW summed per thread), then its
 dcol is folded into dx[n] at once, so dcol never exists whole.  While the OpenMP threads
-call BLAS, BLAS itself is held to one thread (threadpoolctl, as scikit-learn does around
-its prange + BLAS loops): two thread pools on the same cores (OpenMP's and OpenBLAS's,
-both spinning while they wait) slow each other down several-fold.
+call BLAS, BLAS itself is held to one thread (see _blas.pxd): two thread pools on the
+same cores (OpenMP's and OpenBLAS's, both spinning while they wait) slow each other down
+several-fold.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -19,48 +19,17 @@ from cython.parallel cimport prange, threadid
 import numpy as np
 
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._blas cimport gemm_rm
+from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
 
 # ---------------------------------------------------------------- BLAS held to one thread
 
-cdef object _blas_pools = None     # threadpoolctl selection of the BLAS libraries
-cdef object _blas_limit = None     # the active limit, restored when the last user leaves
-cdef int _blas_users = 0
-
-
-cdef bint _blas_single_enter() except -1:
-    """Hold BLAS to one thread (nested and concurrent calls share one limit); False if
-    the BLAS threads cannot be controlled, and then no OpenMP thread may call BLAS."""
-    global _blas_pools, _blas_limit, _blas_users
-    if _blas_pools is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas_pools = ThreadpoolController().select(user_api="blas")
-        except Exception:
-            _blas_pools = False
-    if _blas_pools is False:
-        return False
-    if _blas_users == 0:
-        _blas_limit = _blas_pools.limit(limits=1)
-    _blas_users += 1
-    return True
-
-
-cdef int _blas_single_exit() except -1:
-    global _blas_limit, _blas_users
-    _blas_users -= 1
-    if _blas_users == 0:
-        _blas_limit.restore_original_limits()
-        _blas_limit = None
-    return 0
-
-
-cdef int _threads_with_blas(Py_ssize_t work, Py_ssize_t tasks) except -1:
-    """Like task_threads, for loops whose tasks call BLAS: >1 only with BLAS held to one
-    thread (pair a result > 1 with _blas_single_exit)."""
+cdef int _threads_with_blas(Py_ssize_t work, Py_ssize_t tasks, int* held) except -1:
+    """Like task_threads, for loops whose tasks call BLAS: BLAS is held to one thread
+    (give `held` back to blas_release), and if its threads cannot be set, so is the loop."""
     cdef int nt = task_threads(work, tasks)
-    if nt > 1 and not _blas_single_enter():
+    held[0] = blas_hold_single()
+    if held[0] < 0:
         nt = 1
     return nt
 
@@ -342,7 +311,8 @@ def conv_forward(x, W, b, stride=1, pad=0):
     out = np.empty((n, fn, oh, ow), dtype=x.dtype)
     if n == 0:
         return out, col
-    nt = _threads_with_blas(col.size + out.size, n)
+    cdef int held
+    nt = _threads_with_blas(col.size + out.size, n, &held)
     try:
         xp = _padded(x, p, nt)
         if x.dtype == np.float32:
@@ -352,8 +322,7 @@ def conv_forward(x, W, b, stride=1, pad=0):
             _conv_forward_run[double](xp, wmat, b, col, out.reshape(n, fn, oh * ow),
                                       fh, fw, s, oh, ow, nt)
     finally:
-        if nt > 1:
-            _blas_single_exit()
+        blas_release(held)
     return out, col
 
 
@@ -380,7 +349,8 @@ def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
     if n == 0 or fn == 0:
         dx[...] = 0
         return dx, np.zeros(W.shape, dtype=dtype), np.zeros(fn, dtype=dtype)
-    nt = _threads_with_blas(2 * col.size + dout.size, n)
+    cdef int held
+    nt = _threads_with_blas(2 * col.size + dout.size, n, &held)
     try:
         dw_part = np.zeros((nt, fn, k), dtype=dtype)
         rows = np.empty((nt, oh * ow, fn), dtype=dtype)
@@ -393,8 +363,7 @@ def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
             _conv_backward_run[double](dout.reshape(n, fn, oh * ow), col, wmat, dx, dw_part,
                                        db_part, rows, dcol, planes, fh, fw, s, p, oh, ow, nt)
     finally:
-        if nt > 1:
-            _blas_single_exit()
+        blas_release(held)
     dW = dw_part[0] if nt == 1 else dw_part.sum(axis=0)
     db = db_part.sum(axis=0).astype(dtype, copy=False)
     return dx, dW.reshape(W.shape), db
