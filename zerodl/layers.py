@@ -22,13 +22,16 @@ from ._kernels import ops
 
 __all__ = ["Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss", "Dropout", "DropConnect",
            "BatchNormalization", "SpatialBatchNormalization", "LayerNormalization",
-           "InstanceNormalization", "Convolution", "Pooling", "AvgPooling"]
+           "InstanceNormalization", "Convolution", "Pooling", "AvgPooling", "ConvReluPool"]
 
 
 class Layer:
     """Base class: parameter-free, same behaviour in training and inference."""
 
     train_dependent = False
+    # backward(dout, need_dx=False) skips the input gradient (returns None): a network's
+    # first layer has no use for it
+    input_grad_optional = False
 
     def param_names(self) -> tuple[str, ...]:
         """Attribute names of this layer's parameters (gradient: 'd' + name)."""
@@ -97,12 +100,15 @@ class Affine(Layer):
         self.x = batch_rows(x)
         return self.x
 
+    input_grad_optional = True
+
     def forward(self, x):
         return ops.affine_forward(self._rows(x), self.W, self.b)
 
-    def backward(self, dout):
-        dx, self.dW, self.db = ops.affine_backward(as_float(dout, self.W.dtype), self.x, self.W)
-        return dx.reshape(self.original_x_shape)
+    def backward(self, dout, need_dx=True):
+        dx, self.dW, self.db = ops.affine_backward(as_float(dout, self.W.dtype), self.x, self.W,
+                                                   need_dx)
+        return dx.reshape(self.original_x_shape) if need_dx else None
 
 
 class SoftmaxWithLoss(Layer):
@@ -180,14 +186,14 @@ class DropConnect(Affine):
             self._W_used = self.W * self.W.dtype.type(1.0 - self.drop_ratio)
         return ops.affine_forward(self._rows(x), self._W_used, self.b)
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         dx, dW_used, self.db = ops.affine_backward(as_float(dout, self.W.dtype), self.x,
-                                                   self._W_used)
+                                                   self._W_used, need_dx)
         if self.mask is not None:
             self.dW = ops.dropout_backward(dW_used, self.mask)
         else:
             self.dW = dW_used * self.W.dtype.type(1.0 - self.drop_ratio)
-        return dx.reshape(self.original_x_shape)
+        return dx.reshape(self.original_x_shape) if need_dx else None
 
 
 class _Norm(Layer):
@@ -331,14 +337,17 @@ class Convolution(Layer):
     def param_names(self):
         return ("W", "b")
 
+    input_grad_optional = True
+
     def forward(self, x):
         self.x = as_float(x, self.W.dtype)
         out, self.col = ops.conv_forward(self.x, self.W, self.b, self.stride, self.pad)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True):
         dx, self.dW, self.db = ops.conv_backward(as_float(dout, self.W.dtype), self.col,
-                                                 self.x.shape, self.W, self.stride, self.pad)
+                                                 self.x.shape, self.W, self.stride, self.pad,
+                                                 need_dx)
         return dx
 
 
@@ -376,3 +385,43 @@ class AvgPooling(Pooling):
     def backward(self, dout):
         return ops.avgpool_backward(as_float(dout), self.x_shape, self.pool_h, self.pool_w,
                                     self.stride, self.pad)
+
+
+class ConvReluPool(Layer):
+    """Convolution - ReLU - max Pooling as one step, over the given Convolution and
+    Pooling layers (their parameters, settings and gradients ``dW``, ``db``).
+
+    Equal to the three layers in turn, in fewer passes over memory: each image is
+    convolved, rectified and pooled while in cache, and the full-size convolution and
+    ReLU outputs are never stored.  Networks use it in ``train_step`` and inference.
+    """
+
+    input_grad_optional = True
+
+    def __init__(self, conv: Convolution, pool: Pooling):
+        if type(pool) is not Pooling:
+            raise TypeError(f"ConvReluPool needs a max Pooling layer, got {type(pool).__name__}")
+        self.conv = conv
+        self.pool = pool
+        self.out = None
+        self.arg_max = None
+
+    def param_names(self):
+        return ()  # the Convolution layer owns them
+
+    def forward(self, x):
+        conv, pool = self.conv, self.pool
+        conv.x = as_float(x, conv.W.dtype)
+        self.out, conv.col, self.arg_max = ops.conv_relu_pool_forward(
+            conv.x, conv.W, conv.b, conv.stride, conv.pad, pool.pool_h, pool.pool_w,
+            pool.stride, pool.pad)
+        return self.out
+
+    def backward(self, dout, need_dx=True):
+        conv, pool = self.conv, self.pool
+        dx, conv.dW, conv.db = ops.conv_relu_pool_backward(
+            as_float(dout, conv.W.dtype), self.out, self.arg_max, conv.col, conv.x.shape,
+            conv.W, conv.stride, conv.pad, pool.pool_h, pool.pool_w, pool.stride, pool.pad,
+            need_dx)
+        return dx
+

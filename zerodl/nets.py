@@ -106,10 +106,32 @@ class Network:
         for name, (layer_name, attr) in self._param_owner.items():
             setattr(self.layers[layer_name], attr, self.params[name])
 
+    # -- the fast path's layer sequence
+    def _steps(self) -> list:
+        """The layers as train_step and inference run them: each Convolution - Relu -
+        max Pooling run becomes one fused L.ConvReluPool over the same layer objects.
+        Rebuilt whenever ``layers`` changes."""
+        key = tuple((name, id(layer)) for name, layer in self.layers.items())
+        if getattr(self, "_steps_key", None) != key:
+            layers = list(self.layers.values())
+            steps, i = [], 0
+            while i < len(layers):
+                if (type(layers[i]) is L.Convolution and i + 2 < len(layers)
+                        and type(layers[i + 1]) is L.Relu and type(layers[i + 2]) is L.Pooling):
+                    steps.append(L.ConvReluPool(layers[i], layers[i + 2]))
+                    i += 3
+                else:
+                    steps.append(layers[i])
+                    i += 1
+            self._steps_list, self._steps_key = steps, key
+        return self._steps_list
+
     # -- the book's API
     def predict(self, x, train_flg=False):
         x = as_float(x, self.dtype)
-        for layer in self.layers.values():
+        # Training-mode forwards go layer by layer, so that the book's layer-by-layer
+        # backward finds every layer's state; inference may take the fused steps.
+        for layer in (self.layers.values() if train_flg else self._steps()):
             x = layer.forward(x, train_flg) if layer.train_dependent else layer.forward(x)
         return x
 
@@ -181,11 +203,24 @@ class Network:
     def train_step(self, x, t, optimizer):
         """One iteration - forward, backward, update - returning the batch's loss.
 
-        Equal to ``optimizer.update(params, gradient(x, t))``, but the gradients are
-        gathered into ``flat_grads`` and an optimizer that supports it updates every
-        parameter in one kernel call over ``flat_params``."""
-        loss = self.loss(x, t, train_flg=True)
-        self._backward()
+        Equal to ``optimizer.update(params, gradient(x, t))``, but Convolution - Relu -
+        Pooling runs fused (:meth:`_steps`), the first layer skips its input gradient,
+        the gradients are gathered into ``flat_grads`` and an optimizer that supports it
+        updates every parameter in one kernel call over ``flat_params``."""
+        steps = self._steps()
+        y = as_float(x, self.dtype)
+        for layer in steps:
+            y = layer.forward(y, True) if layer.train_dependent else layer.forward(y)
+        loss = self.last_layer.forward(y, t) + self.regularization_loss()
+        dout = self.last_layer.backward(1)
+        for i in range(len(steps) - 1, 0, -1):
+            dout = steps[i].backward(dout)
+        if steps:
+            # nobody uses the gradient of the network's input
+            if steps[0].input_grad_optional:
+                steps[0].backward(dout, need_dx=False)
+            else:
+                steps[0].backward(dout)
         for name, g in self._layer_grads():
             view = self._grad_views[name]
             view[...] = g

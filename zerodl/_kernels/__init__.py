@@ -32,6 +32,8 @@ KERNEL_NAMES = (
     # convolution and pooling
     "im2col", "col2im", "conv_forward", "conv_backward",
     "maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward",
+    # fused: convolution + ReLU + max pooling
+    "conv_relu_pool_forward", "conv_relu_pool_backward",
     # optimizer updates, in place over lists of arrays
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update",
     "rmsprop_update", "adam_update", "adamw_update",

@@ -244,6 +244,54 @@ def conv_forward_args(x, W, b, stride, pad):
     return n, c, h, w, fn, fh, fw, s, p, oh, ow
 
 
+def conv_backward_args(dout, col, x_shape, W, stride, pad):
+    """Checks of a convolution backward's inputs; returns conv_forward_args' tuple."""
+    float_array("dout", dout, 4)
+    float_array("col", col, 2)
+    float_array("W", W, 4)
+    same_dtype(dout=dout, col=col, W=W)
+    n, c, h, w = image_shape("x_shape", x_shape)
+    fn, wc, fh, fw = W.shape
+    if wc != c:
+        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
+    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
+    shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
+    return n, c, h, w, fn, fh, fw, s, p, oh, ow
+
+
+def conv_relu_pool_args(x, W, b, stride, pad, pool_h, pool_w, pool_stride, pool_pad):
+    """Checks of a fused convolution + ReLU + max pooling; returns conv_forward_args'
+    tuple followed by the pool's (ph, pw, pool stride, pool pad, pooled h, pooled w)."""
+    geometry = conv_forward_args(x, W, b, stride, pad)
+    oh, ow = geometry[-2:]
+    return geometry + conv_geometry(oh, ow, pool_h, pool_w, pool_stride, pool_pad,
+                                    what="pool")
+
+
+def conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W, stride, pad, pool_h,
+                                 pool_w, pool_stride, pool_pad):
+    """Checks of the fused backward's inputs; returns
+    (n, c, h, w, fn, fh, fw, s, p, oh, ow, ph, pw, pool stride, pool pad)."""
+    float_array("dout", dout, 4)
+    float_array("out", out, 4)
+    float_array("col", col, 2)
+    float_array("W", W, 4)
+    same_dtype(dout=dout, out=out, col=col, W=W)
+    n, c, h, w = image_shape("x_shape", x_shape)
+    fn, wc, fh, fw = W.shape
+    if wc != c:
+        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
+    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    ph, pw, ps, pp, qh, qw = conv_geometry(oh, ow, pool_h, pool_w, pool_stride, pool_pad,
+                                           what="pool")
+    shape_is("dout", dout, (n, fn, qh, qw), "(N, FN, PH, PW) of the pooled output")
+    shape_is("out", out, dout.shape, "the shape of dout")
+    pool_argmax("argmax", argmax, dout.shape, ph * pw)
+    shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
+    return n, c, h, w, fn, fh, fw, s, p, oh, ow, ph, pw, ps, pp
+
+
 def pool_argmax(name: str, argmax, shape: tuple, window: int) -> None:
     """Window positions from maxpool_forward: integers in [0, window), one per output."""
     if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":

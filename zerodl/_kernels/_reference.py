@@ -27,10 +27,11 @@ def affine_forward(x, W, b):
     return out
 
 
-def affine_backward(dout, x, W):
-    """Gradients of affine_forward: (dx, dW, db)."""
+def affine_backward(dout, x, W, need_dx=True):
+    """Gradients of affine_forward: (dx, dW, db); dx is None when need_dx is false (the
+    first layer of a network, whose input gradient nobody uses)."""
     chk.affine_backward_args(dout, x, W)
-    return dout @ W.T, x.T @ dout, _sum0(dout)
+    return (dout @ W.T if need_dx else None), x.T @ dout, _sum0(dout)
 
 
 # ---------------------------------------------------------------- activations
@@ -368,24 +369,41 @@ def conv_forward(x, W, b, stride=1, pad=0):
     return np.ascontiguousarray(out.reshape(n, oh, ow, fn).transpose(0, 3, 1, 2)), col
 
 
-def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
-    """Gradients of conv_forward: (dx, dW, db)."""
-    chk.float_array("dout", dout, 4)
-    chk.float_array("col", col, 2)
-    chk.float_array("W", W, 4)
-    chk.same_dtype(dout=dout, col=col, W=W)
-    n, c, h, w = chk.image_shape("x_shape", x_shape)
-    fn, wc, fh, fw = W.shape
-    if wc != c:
-        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
-    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
-    chk.shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
-    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
+def conv_backward(dout, col, x_shape, W, stride=1, pad=0, need_dx=True):
+    """Gradients of conv_forward: (dx, dW, db); dx is None when need_dx is false."""
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_backward_args(dout, col, x_shape, W,
+                                                                   stride, pad)
     d2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
     db = _sum0(d2)
     dW = (d2.T @ col).reshape(W.shape)
+    if not need_dx:
+        return None, dW, db
     dcol = d2 @ W.reshape(fn, -1)
     return col2im(dcol, (n, c, h, w), fh, fw, s, p), dW, db
+
+
+def conv_relu_pool_forward(x, W, b, stride=1, pad=0, pool_h=2, pool_w=2, pool_stride=2,
+                           pool_pad=0):
+    """Convolution, ReLU and max pooling in one call: (out, col, argmax) with
+    out = maxpool(relu(conv(x))), col as conv_forward's and argmax as maxpool_forward's."""
+    chk.conv_relu_pool_args(x, W, b, stride, pad, pool_h, pool_w, pool_stride, pool_pad)
+    conv, col = conv_forward(x, W, b, stride, pad)
+    out, argmax = maxpool_forward(relu_forward(conv), pool_h, pool_w, pool_stride, pool_pad)
+    return out, col, argmax
+
+
+def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0, pool_h=2,
+                            pool_w=2, pool_stride=2, pool_pad=0, need_dx=True):
+    """Gradients of conv_relu_pool_forward: (dx, dW, db), dx None unless need_dx.
+
+    The ReLU's gradient is zero wherever its output was not positive; behind the max pool
+    only each window's maximum receives a gradient, and that maximum is the pooled value
+    ``out``.  So the windows with out > 0 pass dout back and the others pass nothing."""
+    n, c, h, w, fn, fh, fw, s, p, oh, ow, ph, pw, ps, pp = chk.conv_relu_pool_backward_args(
+        dout, out, argmax, col, x_shape, W, stride, pad, pool_h, pool_w, pool_stride, pool_pad)
+    gated = np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+    dconv = maxpool_backward(gated, argmax, (n, fn, oh, ow), ph, pw, ps, pp)
+    return conv_backward(dconv, col, (n, c, h, w), W, s, p, need_dx)
 
 
 # ---------------------------------------------------------------- pooling

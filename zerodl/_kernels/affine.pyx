@@ -107,13 +107,14 @@ cdef void _column_sums(const Operand* a, floating* out, double* acc,
 cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, floating* dx,
                     floating* dW, floating* db, double* acc, Py_ssize_t n, Py_ssize_t d,
                     Py_ssize_t m, int nt) noexcept nogil:
+    # dx NULL: the input gradient is not wanted
     cdef int held = _hold_blas(&nt)
     if m > 0:
         if n > 0:
             _column_sums(dout, db, acc, m)
         else:
             memset(db, 0, m * sizeof(floating))
-    if n > 0 and d > 0:
+    if n > 0 and d > 0 and dx != NULL:
         if m > 0:
             _gemm(dout, False, W, True, n, d, m, dx, 0, nt)     # dx = dout @ W.T
         else:
@@ -145,13 +146,15 @@ def affine_forward(x, W, b):
     return out
 
 
-def affine_backward(dout, x, W):
-    """Gradients of affine_forward: (dx, dW, db)."""
+def affine_backward(dout, x, W, need_dx=True):
+    """Gradients of affine_forward: (dx, dW, db); dx is None when need_dx is false."""
     chk.affine_backward_args(dout, x, W)
     cdef Operand do, xo, Wo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
     dtype = x.dtype
-    cdef cnp.ndarray dx = np.empty((n, d), dtype=dtype)
+    cdef bint want_dx = bool(need_dx)
+    cdef cnp.ndarray dx = np.empty((n if want_dx else 0, d), dtype=dtype)
+    cdef void* dx_data = cnp.PyArray_DATA(dx) if want_dx else NULL
     cdef cnp.ndarray dW = np.empty((d, m), dtype=dtype)
     cdef cnp.ndarray db = np.empty(m, dtype=dtype)
     cdef cnp.ndarray acc = np.empty(m, dtype=np.float64)
@@ -159,14 +162,14 @@ def affine_backward(dout, x, W):
     cdef int nt = get_num_threads()
     with nogil:
         if cnp.PyArray_TYPE(dx) == cnp.NPY_FLOAT:
-            _backward[float](&do, &xo, &Wo, <float*>cnp.PyArray_DATA(dx),
+            _backward[float](&do, &xo, &Wo, <float*>dx_data,
                              <float*>cnp.PyArray_DATA(dW), <float*>cnp.PyArray_DATA(db),
                              <double*>cnp.PyArray_DATA(acc), n, d, m, nt)
         else:
-            _backward[double](&do, &xo, &Wo, <double*>cnp.PyArray_DATA(dx),
+            _backward[double](&do, &xo, &Wo, <double*>dx_data,
                               <double*>cnp.PyArray_DATA(dW), <double*>cnp.PyArray_DATA(db),
                               <double*>cnp.PyArray_DATA(acc), n, d, m, nt)
-    return dx, dW, db
+    return (dx if want_dx else None), dW, db
 
 
 def blas_threads_controlled():

@@ -21,6 +21,7 @@ import numpy as np
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
+from zerodl._kernels._pool_helpers cimport max_back_plane, max_plane
 
 # ---------------------------------------------------------------- BLAS held to one thread
 
@@ -172,67 +173,150 @@ cdef void _col2im_run(const floating[:, ::1] col, floating[:, :, :, ::1] img,
                             p, oh, ow, s, fh, fw)
 
 
+cdef inline void _image_forward(const floating[:, :, ::1] img, const floating[:, ::1] wmat,
+                                const floating[::1] b, floating[:, ::1] col, Py_ssize_t r0,
+                                floating[:, ::1] out, Py_ssize_t fh, Py_ssize_t fw,
+                                Py_ssize_t s, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """One image: col rows r0 .. r0+OH*OW-1 = its patches, then out (FN, OH*OW) =
+    b + wmat @ those rows.T by one GEMM, written straight in the output layout."""
+    cdef Py_ssize_t oy, f, q, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    for oy in range(oh):
+        _patch_rows_k(img, col, r0 + oy * ow, oy, ow, s, fh, fw)
+    for f in range(fn):
+        for q in range(npix):
+            out[f, q] = b[f]
+    if k and fn:
+        # out (FN, P) += wmat (FN, K) @ col_n (P, K).T
+        gemm_rm(False, True, <int> fn, <int> npix, <int> k, <floating> 1, &wmat[0, 0],
+                <int> k, &col[r0, 0], <int> k, <floating> 1, &out[0, 0], <int> npix)
+
+
+cdef inline void _image_backward(const floating[:, ::1] dconv, const floating[:, ::1] col,
+                                 Py_ssize_t r0, const floating[:, ::1] wmat,
+                                 floating[:, ::1] dw, double[::1] db, floating[:, ::1] rows,
+                                 floating[:, ::1] dcol, floating[:, ::1] plane,
+                                 floating[:, :, ::1] dx, bint need_dx, Py_ssize_t fh,
+                                 Py_ssize_t fw, Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh,
+                                 Py_ssize_t ow) noexcept nogil:
+    """One image's share of the gradients, from dconv (FN, OH*OW), its conv-output
+    gradient: db = its sums over pixels (float64), dw += dconv @ col_n (P, K), and, when
+    need_dx, dcol = dconv.T @ wmat (P, K) folded at once into dx (C, H, W) (col2im).
+    dconv.T is first copied to rows (the same pass as db): OpenBLAS took ~1.4x longer
+    with the transposed left operand at 100x1x28x28 k5."""
+    cdef Py_ssize_t f, q, c, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    cdef double acc
+    cdef floating v
+    for f in range(fn):
+        acc = 0
+        if need_dx:
+            for q in range(npix):
+                v = dconv[f, q]
+                rows[q, f] = v
+                acc = acc + v
+        else:
+            for q in range(npix):
+                acc = acc + dconv[f, q]
+        db[f] = acc
+    if k == 0:
+        return
+    gemm_rm(False, False, <int> fn, <int> k, <int> npix, <floating> 1, &dconv[0, 0],
+            <int> npix, &col[r0, 0], <int> k, <floating> 1, &dw[0, 0], <int> k)
+    if not need_dx:
+        return
+    gemm_rm(False, False, <int> npix, <int> k, <int> fn, <floating> 1, &rows[0, 0],
+            <int> fn, &wmat[0, 0], <int> k, <floating> 0, &dcol[0, 0], <int> k)
+    for c in range(dx.shape[0]):
+        if p:
+            _fold_plane(dcol, 0, c, plane, dx[c], p, oh, ow, s, fh, fw)
+        else:
+            _fold_plane(dcol, 0, c, dx[c], dx[c], p, oh, ow, s, fh, fw)
+
+
+cdef inline void _relu_pool_plane(floating[:, ::1] plane, floating[:, ::1] out,
+                                  Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
+                                  Py_ssize_t s, Py_ssize_t p) noexcept nogil:
+    """ReLU over one conv-output plane in place (x < 0 ? 0 : x keeps NaN and -0.0, as
+    relu_forward), then its max pooling into out and arg."""
+    cdef Py_ssize_t iy, ix
+    cdef floating v, zero = 0
+    for iy in range(plane.shape[0]):
+        for ix in range(plane.shape[1]):
+            v = plane[iy, ix]
+            plane[iy, ix] = zero if v < zero else v
+    if ph == 2 and pw == 2:
+        max_plane(plane, out, arg, 2, 2, s, p)
+    elif ph == 3 and pw == 3:
+        max_plane(plane, out, arg, 3, 3, s, p)
+    else:
+        max_plane(plane, out, arg, ph, pw, s, p)
+
+
 cdef void _conv_forward_run(const floating[:, :, :, ::1] xp, const floating[:, ::1] wmat,
                             const floating[::1] b, floating[:, ::1] col,
                             floating[:, :, ::1] out, Py_ssize_t fh, Py_ssize_t fw,
                             Py_ssize_t s, Py_ssize_t oh, Py_ssize_t ow, int nt):
-    """Per image n: col rows of n = its patches, then out[n] (FN, OH*OW) =
-    b + wmat @ col_n.T by one GEMM, written straight in the output layout."""
-    cdef Py_ssize_t n, oy, f, q, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    """One task per image: _image_forward into out[n] (FN, OH*OW)."""
+    cdef Py_ssize_t n, npix = oh * ow
     with nogil:
         for n in prange(xp.shape[0], num_threads=nt, schedule="guided"):
-            for oy in range(oh):
-                _patch_rows_k(xp[n], col, n * npix + oy * ow, oy, ow, s, fh, fw)
-            for f in range(fn):
-                for q in range(npix):
-                    out[n, f, q] = b[f]
-            if k and fn:
-                # out_n (FN, P) += wmat (FN, K) @ col_n (P, K).T
-                gemm_rm(False, True, <int> fn, <int> npix, <int> k, <floating> 1,
-                        &wmat[0, 0], <int> k, &col[n * npix, 0], <int> k, <floating> 1,
-                        &out[n, 0, 0], <int> npix)
+            _image_forward(xp[n], wmat, b, col, n * npix, out[n], fh, fw, s, oh, ow)
 
 
-cdef void _conv_backward_run(const floating[:, :, ::1] dout, const floating[:, ::1] col,
-                             const floating[:, ::1] wmat, floating[:, :, :, ::1] dx,
+cdef void _conv_relu_pool_run(const floating[:, :, :, ::1] xp, const floating[:, ::1] wmat,
+                              const floating[::1] b, floating[:, ::1] col,
+                              floating[:, :, ::1] tile, floating[:, :, :, ::1] tile4,
+                              floating[:, :, :, ::1] out, Py_ssize_t[:, :, :, ::1] arg,
+                              Py_ssize_t fh, Py_ssize_t fw, Py_ssize_t s, Py_ssize_t oh,
+                              Py_ssize_t ow, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ps,
+                              Py_ssize_t pp, int nt):
+    """One task per image: its convolution into the thread's tile (FN, OH*OW; tile4 is
+    the same memory as (FN, OH, OW)), then ReLU and pooling while the tile is in cache.
+    The full-size conv and ReLU outputs never exist."""
+    cdef Py_ssize_t n, f, npix = oh * ow
+    cdef int tid
+    with nogil:
+        for n in prange(xp.shape[0], num_threads=nt, schedule="guided"):
+            tid = threadid()
+            _image_forward(xp[n], wmat, b, col, n * npix, tile[tid], fh, fw, s, oh, ow)
+            for f in range(wmat.shape[0]):
+                _relu_pool_plane(tile4[tid, f], out[n, f], arg[n, f], ph, pw, ps, pp)
+
+
+cdef void _conv_backward_run(const floating[:, :, ::1] dout,
+                             const floating[:, :, :, ::1] dpool,
+                             const floating[:, :, :, ::1] gate,
+                             const Py_ssize_t[:, :, :, ::1] arg, bint fused,
+                             const floating[:, ::1] col, const floating[:, ::1] wmat,
+                             floating[:, :, :, ::1] dx, bint need_dx,
                              floating[:, :, ::1] dw_part, double[:, ::1] db_part,
                              floating[:, :, ::1] rows, floating[:, :, ::1] dcol,
-                             floating[:, :, ::1] planes, Py_ssize_t fh, Py_ssize_t fw,
-                             Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow, int nt):
-    """Per image n, on thread tid:
-      db_part[n] = sums of dout_n (FN, P) over pixels (float64),
-      dw_part[tid] += dout_n @ col_n (P, K),
-      dcol[tid] = dout_n.T @ wmat (P, K), folded at once into dx[n] (col2im).
-    dout_n.T is first copied to rows[tid] (the same pass as db): OpenBLAS took ~1.4x
-    longer with the transposed left operand at 100x1x28x28 k5.
+                             floating[:, :, ::1] planes, floating[:, :, ::1] tile,
+                             floating[:, :, :, ::1] tile4, Py_ssize_t fh, Py_ssize_t fw,
+                             Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow,
+                             Py_ssize_t pw, Py_ssize_t ps, Py_ssize_t pp, int nt):
+    """One task per image n on thread tid; dw_part[tid] sums the thread's images.
+
+    Plain: dout is the conv output's gradient (N, FN, OH*OW).  Fused (conv + ReLU + max
+    pool): dpool is the pooled output's gradient (N, FN, PH, PW); each window whose pooled
+    value gate[n, f] is positive sends it to its argmax in the thread's tile, which then
+    serves as the conv output's gradient.  The unused one of dout/dpool is a stand-in.
     """
-    cdef Py_ssize_t n, f, q, c, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    cdef Py_ssize_t n, f, npix = oh * ow
     cdef int tid
-    cdef double acc
-    cdef floating v
     with nogil:
-        for n in prange(dout.shape[0], num_threads=nt, schedule="guided"):
+        for n in prange(db_part.shape[0], num_threads=nt, schedule="guided"):
             tid = threadid()
-            for f in range(fn):
-                acc = 0
-                for q in range(npix):
-                    v = dout[n, f, q]
-                    rows[tid, q, f] = v
-                    acc = acc + v
-                db_part[n, f] = acc
-            if k == 0:
-                continue
-            gemm_rm(False, False, <int> fn, <int> k, <int> npix, <floating> 1,
-                    &dout[n, 0, 0], <int> npix, &col[n * npix, 0], <int> k, <floating> 1,
-                    &dw_part[tid, 0, 0], <int> k)
-            gemm_rm(False, False, <int> npix, <int> k, <int> fn, <floating> 1,
-                    &rows[tid, 0, 0], <int> fn, &wmat[0, 0], <int> k, <floating> 0,
-                    &dcol[tid, 0, 0], <int> k)
-            for c in range(dx.shape[1]):
-                if p:
-                    _fold_plane(dcol[tid], 0, c, planes[tid], dx[n, c], p, oh, ow, s, fh, fw)
-                else:
-                    _fold_plane(dcol[tid], 0, c, dx[n, c], dx[n, c], p, oh, ow, s, fh, fw)
+            if fused:
+                for f in range(wmat.shape[0]):
+                    max_back_plane(dpool[n, f], gate[n, f], True, arg[n, f], tile4[tid, f],
+                                   pw, ps, pp)
+                _image_backward(tile[tid], col, n * npix, wmat, dw_part[tid], db_part[n],
+                                rows[tid], dcol[tid], planes[tid], dx[n if need_dx else 0],
+                                need_dx, fh, fw, s, p, oh, ow)
+            else:
+                _image_backward(dout[n], col, n * npix, wmat, dw_part[tid], db_part[n],
+                                rows[tid], dcol[tid], planes[tid], dx[n if need_dx else 0],
+                                need_dx, fh, fw, s, p, oh, ow)
 
 
 # ---------------------------------------------------------------- dispatch helpers
@@ -326,44 +410,105 @@ def conv_forward(x, W, b, stride=1, pad=0):
     return out, col
 
 
-def conv_backward(dout, col, x_shape, W, stride=1, pad=0):
-    """Gradients of conv_forward: (dx, dW, db)."""
-    chk.float_array("dout", dout, 4)
-    chk.float_array("col", col, 2)
-    chk.float_array("W", W, 4)
-    chk.same_dtype(dout=dout, col=col, W=W)
-    n, c, h, w = chk.image_shape("x_shape", x_shape)
-    fn, wc, fh, fw = W.shape
-    if wc != c:
-        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
-    _, _, s, p, oh, ow = chk.conv_geometry(h, w, fh, fw, stride, pad)
-    chk.shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
-    chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
-    dtype = dout.dtype
+def conv_relu_pool_forward(x, W, b, stride=1, pad=0, pool_h=2, pool_w=2, pool_stride=2,
+                           pool_pad=0):
+    """Convolution, ReLU and max pooling in one call: (out, col, argmax) with
+    out = maxpool(relu(conv(x))), col as conv_forward's and argmax as maxpool_forward's.
+    Each image is convolved into a per-thread tile and pooled while in cache."""
+    (n, c, h, w, fn, fh, fw, s, p, oh, ow,
+     ph, pw, ps, pp, qh, qw) = chk.conv_relu_pool_args(x, W, b, stride, pad, pool_h, pool_w,
+                                                       pool_stride, pool_pad)
+    x = np.ascontiguousarray(x)
+    wmat = np.ascontiguousarray(W).reshape(fn, c * fh * fw)
+    b = np.ascontiguousarray(b)
+    out = np.empty((n, fn, qh, qw), dtype=x.dtype)
+    argmax = np.empty((n, fn, qh, qw), dtype=np.intp)
+    if n == 0 or fn == 0:
+        return out, im2col(x, fh, fw, s, p), argmax
+    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
+    cdef int held
+    nt = _threads_with_blas(col.size + n * fn * oh * ow, n, &held)
+    try:
+        tile = np.empty((nt, fn, oh * ow), dtype=x.dtype)
+        xp = _padded(x, p, nt)
+        if x.dtype == np.float32:
+            _conv_relu_pool_run[float](xp, wmat, b, col, tile, tile.reshape(nt, fn, oh, ow),
+                                       out, argmax, fh, fw, s, oh, ow, ph, pw, ps, pp, nt)
+        else:
+            _conv_relu_pool_run[double](xp, wmat, b, col, tile, tile.reshape(nt, fn, oh, ow),
+                                        out, argmax, fh, fw, s, oh, ow, ph, pw, ps, pp, nt)
+    finally:
+        blas_release(held)
+    return out, col, argmax
+
+
+cdef tuple _conv_grads(dout, pooled, argmax, col, W, Py_ssize_t n, Py_ssize_t c,
+                       Py_ssize_t h, Py_ssize_t w, Py_ssize_t s, Py_ssize_t p,
+                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t pw, Py_ssize_t ps,
+                       Py_ssize_t pp, bint need_dx):
+    """(dx or None, dW, db) of a convolution (pooled is None: dout is its output's
+    gradient) or of a convolution + ReLU + max pool (dout is the pooled gradient)."""
+    cdef bint fused = pooled is not None
+    cdef int held
+    fn, _, fh, fw = W.shape
     k = c * fh * fw
+    dtype = dout.dtype
+    if n == 0 or fn == 0:
+        dx = np.zeros((n, c, h, w), dtype=dtype) if need_dx else None
+        return dx, np.zeros(W.shape, dtype=dtype), np.zeros(fn, dtype=dtype)
     dout = np.ascontiguousarray(dout)
     col = np.ascontiguousarray(col)
     wmat = np.ascontiguousarray(W).reshape(fn, k)
-    dx = np.empty((n, c, h, w), dtype=dtype)
+    dx = np.empty((n, c, h, w), dtype=dtype) if need_dx else np.empty((1, 1, 1, 1), dtype=dtype)
     db_part = np.empty((n, fn), dtype=np.float64)
-    if n == 0 or fn == 0:
-        dx[...] = 0
-        return dx, np.zeros(W.shape, dtype=dtype), np.zeros(fn, dtype=dtype)
-    cdef int held
-    nt = _threads_with_blas(2 * col.size + dout.size, n, &held)
+    nt = _threads_with_blas((2 if need_dx else 1) * col.size + n * fn * oh * ow, n, &held)
     try:
         dw_part = np.zeros((nt, fn, k), dtype=dtype)
-        rows = np.empty((nt, oh * ow, fn), dtype=dtype)
-        dcol = _scratch(nt, oh * ow, k, dtype, k > 0)
-        planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, p > 0 and k > 0)
-        if dtype == np.float32:
-            _conv_backward_run[float](dout.reshape(n, fn, oh * ow), col, wmat, dx, dw_part,
-                                      db_part, rows, dcol, planes, fh, fw, s, p, oh, ow, nt)
+        rows = _scratch(nt, oh * ow, fn, dtype, need_dx)
+        dcol = _scratch(nt, oh * ow, k, dtype, need_dx and k > 0)
+        planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, need_dx and p > 0 and k > 0)
+        stand_in = np.empty((1, 1, 1, 1), dtype=dtype)
+        if fused:
+            d3, d4, gate = stand_in[0], dout, np.ascontiguousarray(pooled)
+            # In range (checked), so any integer dtype converts to intp exactly.
+            arg4 = np.ascontiguousarray(argmax, dtype=np.intp)
+            tile = np.empty((nt, fn, oh * ow), dtype=dtype)
+            tile4 = tile.reshape(nt, fn, oh, ow)
         else:
-            _conv_backward_run[double](dout.reshape(n, fn, oh * ow), col, wmat, dx, dw_part,
-                                       db_part, rows, dcol, planes, fh, fw, s, p, oh, ow, nt)
+            d3, d4, gate = dout.reshape(n, fn, oh * ow), stand_in, stand_in
+            arg4 = np.zeros((1, 1, 1, 1), dtype=np.intp)
+            tile, tile4 = stand_in[0], stand_in
+        if dtype == np.float32:
+            _conv_backward_run[float](d3, d4, gate, arg4, fused, col, wmat, dx, need_dx,
+                                      dw_part, db_part, rows, dcol, planes, tile, tile4,
+                                      fh, fw, s, p, oh, ow, pw, ps, pp, nt)
+        else:
+            _conv_backward_run[double](d3, d4, gate, arg4, fused, col, wmat, dx, need_dx,
+                                       dw_part, db_part, rows, dcol, planes, tile, tile4,
+                                       fh, fw, s, p, oh, ow, pw, ps, pp, nt)
     finally:
         blas_release(held)
     dW = dw_part[0] if nt == 1 else dw_part.sum(axis=0)
     db = db_part.sum(axis=0).astype(dtype, copy=False)
-    return dx, dW.reshape(W.shape), db
+    return (dx if need_dx else None), dW.reshape(W.shape), db
+
+
+def conv_backward(dout, col, x_shape, W, stride=1, pad=0, need_dx=True):
+    """Gradients of conv_forward: (dx, dW, db); dx is None when need_dx is false."""
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_backward_args(dout, col, x_shape, W,
+                                                                   stride, pad)
+    return _conv_grads(dout, None, None, col, W, n, c, h, w, s, p, oh, ow, 1, 1, 0,
+                       bool(need_dx))
+
+
+def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0, pool_h=2,
+                            pool_w=2, pool_stride=2, pool_pad=0, need_dx=True):
+    """Gradients of conv_relu_pool_forward: (dx, dW, db), dx None unless need_dx.  Per
+    image, the windows whose pooled value is positive send dout to their argmax in a
+    per-thread tile, which is that image's conv-output gradient."""
+    (n, c, h, w, fn, fh, fw, s, p, oh, ow,
+     ph, pw, ps, pp) = chk.conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W,
+                                                        stride, pad, pool_h, pool_w,
+                                                        pool_stride, pool_pad)
+    return _conv_grads(dout, out, argmax, col, W, n, c, h, w, s, p, oh, ow, pw, ps, pp,
+                       bool(need_dx))

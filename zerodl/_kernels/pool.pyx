@@ -12,62 +12,15 @@ divides by pool_h*pool_w, the padded zeros included.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
 
 import numpy as np
 
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._conv_helpers cimport task_threads
+from zerodl._kernels._pool_helpers cimport (max_back_plane, max_plane, window_hi,
+                                           window_lo)
 # The reference's own argument checks, so that both backends fail alike.
 from zerodl._kernels._reference import _pool_back_setup, _pool_setup
-
-
-cdef inline Py_ssize_t _lo(Py_ssize_t start) noexcept nogil:
-    """First window offset that lands inside the plane (start = o*s - p)."""
-    return -start if start < 0 else 0
-
-
-cdef inline Py_ssize_t _hi(Py_ssize_t start, Py_ssize_t size, Py_ssize_t k) noexcept nogil:
-    """One past the last window offset inside a plane of `size` (k = window size)."""
-    return size - start if size - start < k else k
-
-
-# ---------------------------------------------------------------- one window
-# Each takes the window's offsets that lie inside the plane, fy in [fy_lo, fy_hi) and
-# fx in [fx_lo, fx_hi).  The plane loops call them with constant bounds (0, ph, 0, pw)
-# for windows wholly inside, which the compiler unrolls for the common sizes.
-
-cdef inline Py_ssize_t _window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
-                                      Py_ssize_t x0, Py_ssize_t fy_lo, Py_ssize_t fy_hi,
-                                      Py_ssize_t fx_lo, Py_ssize_t fx_hi, Py_ssize_t pw,
-                                      floating* best_out) noexcept nogil:
-    """Index fy*pw + fx of the window's first maximum; its value into best_out.
-
-    Padding is -inf: it never beats best, so only the inside is scanned, and a window
-    with nothing above -inf keeps index 0, like argmax.  Which element wins is
-    unpredictable on real data, so the scan is branch-free (selects, not jumps: a
-    mispredicted branch per element costs more than the comparison).  A NaN, the
-    maximum for numpy.argmax, only raises a flag; such a window is scanned again.
-    """
-    cdef Py_ssize_t fy, fx, idx = 0
-    cdef floating v, best = -INFINITY
-    cdef bint take, nan_seen = False
-    for fy in range(fy_lo, fy_hi):
-        for fx in range(fx_lo, fx_hi):
-            v = x[y0 + fy, x0 + fx]
-            take = v > best
-            idx = idx + take * (fy * pw + fx - idx)
-            best = v if v > best else best
-            nan_seen = nan_seen | (v != v)
-    if nan_seen:
-        for fy in range(fy_lo, fy_hi):
-            for fx in range(fx_lo, fx_hi):
-                v = x[y0 + fy, x0 + fx]
-                if v != v:
-                    best_out[0] = v
-                    return fy * pw + fx
-    best_out[0] = best
-    return idx
 
 
 cdef inline double _window_sum(const floating[:, ::1] x, Py_ssize_t y0, Py_ssize_t x0,
@@ -94,45 +47,6 @@ cdef inline void _window_add(floating[:, ::1] dx, Py_ssize_t y0, Py_ssize_t x0,
 
 # ---------------------------------------------------------------- one plane
 
-cdef inline void _max_plane(const floating[:, ::1] x, floating[:, ::1] out,
-                            Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t s, Py_ssize_t p) noexcept nogil:
-    cdef Py_ssize_t oy, ox, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi
-    cdef Py_ssize_t h = x.shape[0], w = x.shape[1]
-    cdef floating best
-    for oy in range(out.shape[0]):
-        y0 = oy * s - p
-        fy_lo = _lo(y0)
-        fy_hi = _hi(y0, h, ph)
-        for ox in range(out.shape[1]):
-            x0 = ox * s - p
-            fx_lo = _lo(x0)
-            fx_hi = _hi(x0, w, pw)
-            if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
-                arg[oy, ox] = _window_argmax(x, y0, x0, 0, ph, 0, pw, pw, &best)
-            else:
-                arg[oy, ox] = _window_argmax(x, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, pw,
-                                             &best)
-            out[oy, ox] = best
-
-
-cdef inline void _max_back_plane(const floating[:, ::1] dout, const Py_ssize_t[:, ::1] arg,
-                                 floating[:, ::1] dx, Py_ssize_t pw, Py_ssize_t s,
-                                 Py_ssize_t p) noexcept nogil:
-    cdef Py_ssize_t oy, ox, iy, ix, idx
-    for iy in range(dx.shape[0]):
-        for ix in range(dx.shape[1]):
-            dx[iy, ix] = 0
-    for oy in range(dout.shape[0]):
-        for ox in range(dout.shape[1]):
-            idx = arg[oy, ox]
-            iy = oy * s - p + idx // pw
-            ix = ox * s - p + idx % pw
-            # A maximum in the padding has no input to flow back to.
-            if 0 <= iy < dx.shape[0] and 0 <= ix < dx.shape[1]:
-                dx[iy, ix] = dx[iy, ix] + dout[oy, ox]
-
-
 cdef inline void _avg_plane(const floating[:, ::1] x, floating[:, ::1] out,
                             Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t s,
                             Py_ssize_t p) noexcept nogil:
@@ -141,12 +55,12 @@ cdef inline void _avg_plane(const floating[:, ::1] x, floating[:, ::1] out,
     cdef double acc, count = <double> (ph * pw)
     for oy in range(out.shape[0]):
         y0 = oy * s - p
-        fy_lo = _lo(y0)
-        fy_hi = _hi(y0, h, ph)
+        fy_lo = window_lo(y0)
+        fy_hi = window_hi(y0, h, ph)
         for ox in range(out.shape[1]):
             x0 = ox * s - p
-            fx_lo = _lo(x0)
-            fx_hi = _hi(x0, w, pw)
+            fx_lo = window_lo(x0)
+            fx_hi = window_hi(x0, w, pw)
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
                 acc = _window_sum(x, y0, x0, 0, ph, 0, pw)
             else:
@@ -165,12 +79,12 @@ cdef inline void _avg_back_plane(const floating[:, ::1] dout, floating[:, ::1] d
             dx[iy, ix] = 0
     for oy in range(dout.shape[0]):
         y0 = oy * s - p
-        fy_lo = _lo(y0)
-        fy_hi = _hi(y0, h, ph)
+        fy_lo = window_lo(y0)
+        fy_hi = window_hi(y0, h, ph)
         for ox in range(dout.shape[1]):
             x0 = ox * s - p
-            fx_lo = _lo(x0)
-            fx_hi = _hi(x0, w, pw)
+            fx_lo = window_lo(x0)
+            fx_hi = window_hi(x0, w, pw)
             # The reference divides in the array's dtype before scattering.
             g = dout[oy, ox] / count
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
@@ -192,11 +106,11 @@ cdef void _max_run(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             n = t // nc
             c = t % nc
             if ph == 2 and pw == 2:
-                _max_plane(x[n, c], out[n, c], arg[n, c], 2, 2, s, p)
+                max_plane(x[n, c], out[n, c], arg[n, c], 2, 2, s, p)
             elif ph == 3 and pw == 3:
-                _max_plane(x[n, c], out[n, c], arg[n, c], 3, 3, s, p)
+                max_plane(x[n, c], out[n, c], arg[n, c], 3, 3, s, p)
             else:
-                _max_plane(x[n, c], out[n, c], arg[n, c], ph, pw, s, p)
+                max_plane(x[n, c], out[n, c], arg[n, c], ph, pw, s, p)
 
 
 cdef void _max_back_run(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :, :, ::1] arg,
@@ -207,7 +121,7 @@ cdef void _max_back_run(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :
         for t in prange(dx.shape[0] * nc, num_threads=nt, schedule="guided"):
             n = t // nc
             c = t % nc
-            _max_back_plane(dout[n, c], arg[n, c], dx[n, c], pw, s, p)
+            max_back_plane(dout[n, c], dout[n, c], False, arg[n, c], dx[n, c], pw, s, p)
 
 
 cdef void _avg_run(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

@@ -1,0 +1,100 @@
+# Max pooling of one (H, W) plane, shared by pool.pyx and the fused convolution in
+# conv.pyx.  Conventions are the reference's: windows start at o*stride - pad, padding
+# counts as -inf, argmax is fy*pool_w + fx of the window's first maximum.
+from cython cimport floating
+from libc.math cimport INFINITY
+
+
+cdef inline Py_ssize_t window_lo(Py_ssize_t start) noexcept nogil:
+    """First window offset that lands inside the plane (start = o*s - p)."""
+    return -start if start < 0 else 0
+
+
+cdef inline Py_ssize_t window_hi(Py_ssize_t start, Py_ssize_t size, Py_ssize_t k) noexcept nogil:
+    """One past the last window offset inside a plane of `size` (k = window size)."""
+    return size - start if size - start < k else k
+
+
+# ---------------------------------------------------------------- one window
+# Each takes the window's offsets that lie inside the plane, fy in [fy_lo, fy_hi) and
+# fx in [fx_lo, fx_hi).  The plane loops call them with constant bounds (0, ph, 0, pw)
+# for windows wholly inside, which the compiler unrolls for the common sizes.
+
+cdef inline Py_ssize_t window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
+                                      Py_ssize_t x0, Py_ssize_t fy_lo, Py_ssize_t fy_hi,
+                                      Py_ssize_t fx_lo, Py_ssize_t fx_hi, Py_ssize_t pw,
+                                      floating* best_out) noexcept nogil:
+    """Index fy*pw + fx of the window's first maximum; its value into best_out.
+
+    Padding is -inf: it never beats best, so only the inside is scanned, and a window
+    with nothing above -inf keeps index 0, like argmax.  Which element wins is
+    unpredictable on real data, so the scan is branch-free (selects, not jumps: a
+    mispredicted branch per element costs more than the comparison).  A NaN, the
+    maximum for numpy.argmax, only raises a flag; such a window is scanned again.
+    """
+    cdef Py_ssize_t fy, fx, idx = 0
+    cdef floating v, best = -INFINITY
+    cdef bint take, nan_seen = False
+    for fy in range(fy_lo, fy_hi):
+        for fx in range(fx_lo, fx_hi):
+            v = x[y0 + fy, x0 + fx]
+            take = v > best
+            idx = idx + take * (fy * pw + fx - idx)
+            best = v if v > best else best
+            nan_seen = nan_seen | (v != v)
+    if nan_seen:
+        for fy in range(fy_lo, fy_hi):
+            for fx in range(fx_lo, fx_hi):
+                v = x[y0 + fy, x0 + fx]
+                if v != v:
+                    best_out[0] = v
+                    return fy * pw + fx
+    best_out[0] = best
+    return idx
+
+
+# ---------------------------------------------------------------- one plane
+
+cdef inline void max_plane(const floating[:, ::1] x, floating[:, ::1] out,
+                            Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t s, Py_ssize_t p) noexcept nogil:
+    cdef Py_ssize_t oy, ox, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi
+    cdef Py_ssize_t h = x.shape[0], w = x.shape[1]
+    cdef floating best
+    for oy in range(out.shape[0]):
+        y0 = oy * s - p
+        fy_lo = window_lo(y0)
+        fy_hi = window_hi(y0, h, ph)
+        for ox in range(out.shape[1]):
+            x0 = ox * s - p
+            fx_lo = window_lo(x0)
+            fx_hi = window_hi(x0, w, pw)
+            if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
+                arg[oy, ox] = window_argmax(x, y0, x0, 0, ph, 0, pw, pw, &best)
+            else:
+                arg[oy, ox] = window_argmax(x, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, pw,
+                                             &best)
+            out[oy, ox] = best
+
+
+cdef inline void max_back_plane(const floating[:, ::1] dout, const floating[:, ::1] gate,
+                                bint gated, const Py_ssize_t[:, ::1] arg,
+                                floating[:, ::1] dx, Py_ssize_t pw, Py_ssize_t s,
+                                Py_ssize_t p) noexcept nogil:
+    """dx (the input plane) = dout scattered to each window's argmax.  When `gated`, only
+    windows whose pooled value gate[oy, ox] is > 0 pass their gradient: max pooling
+    after a ReLU, whose gradient is zero wherever the window's maximum was not positive."""
+    cdef Py_ssize_t oy, ox, iy, ix, idx
+    for iy in range(dx.shape[0]):
+        for ix in range(dx.shape[1]):
+            dx[iy, ix] = 0
+    for oy in range(dout.shape[0]):
+        for ox in range(dout.shape[1]):
+            if gated and not gate[oy, ox] > 0:
+                continue
+            idx = arg[oy, ox]
+            iy = oy * s - p + idx // pw
+            ix = ox * s - p + idx % pw
+            # A maximum in the padding has no input to flow back to.
+            if 0 <= iy < dx.shape[0] and 0 <= ix < dx.shape[1]:
+                dx[iy, ix] = dx[iy, ix] + dout[oy, ox]
