@@ -88,3 +88,67 @@ def test_deepconvnet_step_reduces_loss(backend):
         for _ in range(15):
             last = net.train_step(x, t, opt)
     assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_deepconvnet_train_step_matches_book_path(backend, dtype):
+    """DeepConvNet's Conv-Relu-Conv-Relu-Pool stacks: the second pair of each runs fused."""
+    tol = TOL[dtype]
+    rng = np.random.default_rng(1)
+
+    def make():
+        return DeepConvNet(input_dim=(1, 12, 12), hidden_size=8, dropout_ratio=0.3,
+                           dtype=dtype, seed=4)
+
+    fast, book = make(), make()
+    kinds = [type(s).__name__ for s in fast._steps()]
+    assert kinds.count("ConvReluPool") == 3 and kinds.count("Convolution") == 3
+    opt_fast, opt_book = OPTIMIZERS["adam"](), OPTIMIZERS["adam"]()
+    with zerodl.use_backend(backend):
+        for _ in range(5):
+            x = rng.standard_normal((4, 1, 12, 12)).astype(dtype)
+            t = rng.integers(0, 10, 4)
+            loss_fast = fast.train_step(x, t, opt_fast)
+            grads = book.gradient(x, t)
+            opt_book.update(book.params, grads)
+            assert loss_fast == pytest.approx(book.last_layer.loss, rel=tol)
+    for k in book.params:
+        scale = np.max(np.abs(book.params[k])) + 1e-30
+        assert np.max(np.abs(fast.params[k] - book.params[k])) / scale < tol, k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp-bn-dropout", "convnet"])
+def test_fused_steps_used_and_inference_matches_layers(backend, make):
+    """train_step fuses Affine-BatchNorm-Relu and Conv-Relu-Pool; inference through the
+    fused steps gives the same scores as the layers one by one."""
+    net = make(np.float64)
+    kinds = {type(s).__name__ for s in net._steps()}
+    assert kinds & {"AffineBNReLU", "ConvReluPool"}
+    rng = np.random.default_rng(2)
+    opt = OPTIMIZERS["adam"]()
+    with zerodl.use_backend(backend):
+        for _ in range(3):
+            net.train_step(*_batch(net, rng), opt)
+        x, _ = _batch(net, rng)
+        y = x
+        for layer in net.layers.values():
+            y = layer.forward(y, False) if layer.train_dependent else layer.forward(y)
+        np.testing.assert_allclose(net.predict(x), y, rtol=1e-12, atol=1e-12)
+
+
+def test_first_layer_skips_its_input_gradient(monkeypatch):
+    """The first step of train_step is asked for no input gradient."""
+    net = _cnn(np.float64)
+    first = net._steps()[0]
+    seen = []
+    original = type(first).backward
+
+    def spy(self, dout, need_dx=True):
+        seen.append(need_dx)
+        return original(self, dout, need_dx)
+
+    monkeypatch.setattr(type(first), "backward", spy)
+    net.train_step(*_batch(net, np.random.default_rng(0)), OPTIMIZERS["sgd"]())
+    assert seen == [False]

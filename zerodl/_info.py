@@ -24,6 +24,7 @@ def collect() -> dict:
         "compiled_kernels": _kernels.compiled_kernels(),
         "reference_fallbacks": list(_kernels.fallbacks()),
         "zerodl_threads": _config.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "build": _kernels.build_info(),
         "blas": [],
     }
@@ -55,7 +56,8 @@ def render(d: dict) -> str:
     for key, value in d["build"].items():
         if key != "variant":
             lines.append(f"build {key}: {value}")
-    lines.append(f"zerodl kernel threads: {d['zerodl_threads']}")
+    lines.append(f"zerodl kernel threads: {d['zerodl_threads']} "
+                 f"(OMP_WAIT_POLICY={d.get('omp_wait_policy')})")
     for pool in d["blas"]:
         if "note" in pool:
             lines.append(pool["note"])

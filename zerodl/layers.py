@@ -22,7 +22,8 @@ from ._kernels import ops
 
 __all__ = ["Relu", "Sigmoid", "Tanh", "Affine", "SoftmaxWithLoss", "Dropout", "DropConnect",
            "BatchNormalization", "SpatialBatchNormalization", "LayerNormalization",
-           "InstanceNormalization", "Convolution", "Pooling", "AvgPooling", "ConvReluPool"]
+           "InstanceNormalization", "Convolution", "Pooling", "AvgPooling", "ConvReluPool",
+           "AffineBNReLU"]
 
 
 class Layer:
@@ -424,4 +425,51 @@ class ConvReluPool(Layer):
             conv.W, conv.stride, conv.pad, pool.pool_h, pool.pool_w, pool.stride, pool.pad,
             need_dx)
         return dx
+
+
+class AffineBNReLU(Layer):
+    """Affine - BatchNormalization - Relu as one step, over the given Affine and
+    BatchNormalization layers (their parameters, running statistics and gradients).
+
+    In training one kernel call each way computes what the three layers would, keeping
+    the GEMM output, its normalisation and the rectification in cache; in inference the
+    three layers run in turn.  Networks use it in ``train_step``.
+    """
+
+    train_dependent = True
+    input_grad_optional = True
+
+    def __init__(self, affine: Affine, bn: BatchNormalization, relu: Relu):
+        if type(affine) is not Affine or type(bn) is not BatchNormalization:
+            raise TypeError("AffineBNReLU needs an Affine and a BatchNormalization layer")
+        self.affine = affine
+        self.bn = bn
+        self.relu = relu
+        self.out = None
+
+    def param_names(self):
+        return ()  # the Affine and BatchNormalization layers own them
+
+    def forward(self, x, train_flg=True):
+        affine, bn = self.affine, self.bn
+        if not train_flg:
+            y = bn.forward(affine.forward(x), train_flg=False)
+            return self.relu.forward(y)
+        x = affine._rows(x)
+        if bn.running_mean is None:
+            m = affine.W.shape[1]
+            bn.running_mean = np.zeros(m, dtype=x.dtype)
+            bn.running_var = np.zeros(m, dtype=x.dtype)
+        bn.input_shape = (x.shape[0], affine.W.shape[1])
+        self.out, bn.xhat, bn.inv_std = ops.affine_bn_relu_forward(
+            x, affine.W, affine.b, bn.gamma, bn.beta, bn.running_mean, bn.running_var,
+            bn.momentum, bn.eps)
+        return self.out
+
+    def backward(self, dout, need_dx=True):
+        affine, bn = self.affine, self.bn
+        dx, affine.dW, affine.db, bn.dgamma, bn.dbeta = ops.affine_bn_relu_backward(
+            as_float(dout, affine.W.dtype), self.out, bn.xhat, bn.gamma, bn.inv_std, affine.x,
+            affine.W, need_dx)
+        return dx.reshape(affine.original_x_shape) if need_dx else None
 

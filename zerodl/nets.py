@@ -109,16 +109,20 @@ class Network:
     # -- the fast path's layer sequence
     def _steps(self) -> list:
         """The layers as train_step and inference run them: each Convolution - Relu -
-        max Pooling run becomes one fused L.ConvReluPool over the same layer objects.
+        max Pooling run becomes one fused L.ConvReluPool and each Affine -
+        BatchNormalization - Relu one L.AffineBNReLU, over the same layer objects.
         Rebuilt whenever ``layers`` changes."""
         key = tuple((name, id(layer)) for name, layer in self.layers.items())
         if getattr(self, "_steps_key", None) != key:
             layers = list(self.layers.values())
             steps, i = [], 0
             while i < len(layers):
-                if (type(layers[i]) is L.Convolution and i + 2 < len(layers)
-                        and type(layers[i + 1]) is L.Relu and type(layers[i + 2]) is L.Pooling):
+                kinds = tuple(type(layer) for layer in layers[i:i + 3])
+                if kinds == (L.Convolution, L.Relu, L.Pooling):
                     steps.append(L.ConvReluPool(layers[i], layers[i + 2]))
+                    i += 3
+                elif kinds == (L.Affine, L.BatchNormalization, L.Relu):
+                    steps.append(L.AffineBNReLU(*layers[i:i + 3]))
                     i += 3
                 else:
                     steps.append(layers[i])
@@ -204,7 +208,8 @@ class Network:
         """One iteration - forward, backward, update - returning the batch's loss.
 
         Equal to ``optimizer.update(params, gradient(x, t))``, but Convolution - Relu -
-        Pooling runs fused (:meth:`_steps`), the first layer skips its input gradient,
+        Pooling and Affine - BatchNormalization - Relu run fused (:meth:`_steps`), the
+        first layer skips its input gradient,
         the gradients are gathered into ``flat_grads`` and an optimizer that supports it
         updates every parameter in one kernel call over ``flat_params``."""
         steps = self._steps()

@@ -229,6 +229,35 @@ def bn_backward_args(dout, xhat, gamma, inv_std, features_axis_shape):
     shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
 
 
+def bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps):
+    """Checks of training-mode batch norm over the rows of x (N, D); returns the checked
+    (momentum, eps)."""
+    if x.shape[0] < 1:
+        raise ValueError("x must have at least one row to compute batch statistics")
+    norm_params(x, gamma, beta, x.shape[1])
+    running_stats(x, running_mean, running_var, x.shape[1])
+    writable("running_mean", running_mean)
+    writable("running_var", running_var)
+    return bn_hyper(momentum, eps)
+
+
+def affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var, momentum, eps):
+    """Checks of a fused affine + batch norm + ReLU; returns (momentum, eps)."""
+    affine_forward_args(x, W, b)
+    # the batch norm sees x @ W + b: x's rows, W's columns
+    a = np.broadcast_to(np.zeros((), dtype=x.dtype), (x.shape[0], W.shape[1]))
+    return bn_train_args(a, gamma, beta, running_mean, running_var, momentum, eps)
+
+
+def affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W):
+    float_array("dout", dout, 2)
+    float_array("out", out, 2)
+    bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    same_dtype(dout=dout, out=out)
+    shape_is("out", out, dout.shape, "the shape of dout")
+    affine_backward_args(dout, x, W)
+
+
 def conv_forward_args(x, W, b, stride, pad):
     """Checks of a convolution's inputs; returns (n, c, h, w, fn, fh, fw, s, p, oh, ow)."""
     float_array("x", x, 4)

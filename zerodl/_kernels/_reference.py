@@ -155,13 +155,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     with the biased batch variance (the book's convention).
     """
     chk.float_array("x", x, 2)
-    if x.shape[0] < 1:
-        raise ValueError("x must have at least one row to compute batch statistics")
-    chk.norm_params(x, gamma, beta, x.shape[1])
-    chk.running_stats(x, running_mean, running_var, x.shape[1])
-    chk.writable("running_mean", running_mean)
-    chk.writable("running_var", running_var)
-    momentum, eps = chk.bn_hyper(momentum, eps)
+    momentum, eps = chk.bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps)
     return _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps)
 
 
@@ -180,6 +174,28 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
     chk.float_array("dout", dout, 2)
     chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
     return _bn_backward(dout, xhat, gamma, inv_std)
+
+
+def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, momentum=0.9,
+                           eps=1e-6):
+    """Affine, training-mode batch norm and ReLU in one call, for x (N, D), W (D, M):
+    (out, xhat, inv_std) with out = relu(gamma * xhat + beta) and xhat, inv_std the batch
+    norm's of a = x @ W + b; running_mean/var (M,) are updated as batchnorm_forward_train
+    does."""
+    momentum, eps = chk.affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var,
+                                            momentum, eps)
+    y, xhat, inv_std = _bn_train(affine_forward(x, W, b), gamma, beta, running_mean,
+                                 running_var, momentum, eps)
+    return relu_forward(y), xhat, inv_std
+
+
+def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
+    """Gradients of affine_bn_relu_forward: (dx, dW, db, dgamma, dbeta); dx is None when
+    need_dx is false."""
+    chk.affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W)
+    da, dgamma, dbeta = _bn_backward(relu_backward(dout, out), xhat, gamma, inv_std)
+    dx, dW, db = affine_backward(da, x, W, need_dx)
+    return dx, dW, db, dgamma, dbeta
 
 
 def _to_rows(x4):

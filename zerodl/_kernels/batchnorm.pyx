@@ -21,7 +21,10 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport sqrt
 from libc.string cimport memset
 
+from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._blas cimport (blas_hold_single, blas_release, gemm_rm_split,
+                                    gemm_threads)
 from zerodl._kernels._util cimport (
     part_start, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
@@ -156,6 +159,16 @@ cdef inline void _colnorm_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, P
                        out + lo * d)
 
 
+cdef tuple _bn_train_outputs(Py_ssize_t n, Py_ssize_t d, dtype):
+    """out and xhat (n, d) and inv_std (d,) of a training-mode batch norm of n rows, its
+    thread count and its work memory."""
+    cdef int nt = work_threads(n * d, MIN_WORK)
+    if nt > n:
+        nt = n
+    return (np.empty((n, d), dtype=dtype), np.empty((n, d), dtype=dtype),
+            np.empty(d, dtype=dtype), nt, _Scratch((2 * nt + 4) * d))
+
+
 def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-6):
     """Training-mode batch norm of x (N, D) per column; returns (out, xhat, inv_std).
 
@@ -163,23 +176,13 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     with the biased batch variance (the book's convention).
     """
     chk.float_array("x", x, 2)
-    if x.shape[0] < 1:
-        raise ValueError("x must have at least one row to compute batch statistics")
-    chk.norm_params(x, gamma, beta, x.shape[1])
-    chk.running_stats(x, running_mean, running_var, x.shape[1])
-    chk.writable("running_mean", running_mean)
-    chk.writable("running_var", running_var)
-    momentum, eps = chk.bn_hyper(momentum, eps)
+    momentum, eps = chk.bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
     dtype = x.dtype
-    out = np.empty((n, d), dtype=dtype)
-    xhat = np.empty((n, d), dtype=dtype)
-    inv_std = np.empty(d, dtype=dtype)
-    cdef int nt = work_threads(n * d, MIN_WORK)
-    if nt > n:
-        nt = n
-    cdef _Scratch work = _Scratch((2 * nt + 4) * d)
+    cdef int nt
+    cdef _Scratch work
+    out, xhat, inv_std, nt, work = _bn_train_outputs(n, d, dtype)
     if dtype == np.float32:
         _bn_train[float](x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat,
                          inv_std, work.ptr, nt)
@@ -348,6 +351,144 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
     else:
         _bn_backward[double](dout, xhat, gamma, inv_std, dx, dgamma, dbeta, work.ptr, nt)
     return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------- fused affine + batch norm + ReLU
+# The hidden block of the book's MultiLayerNetExtend in one call each way: the GEMM
+# output, its normalisation and the ReLU stay in cache between the steps.
+
+cdef void _gemm_hold(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                     floating beta, floating* c, int max_threads) noexcept nogil:
+    """Row-major C (m, n) = op(A) @ op(B) + beta * C on up to max_threads OpenMP threads,
+    with BLAS held to one thread; nothing when a dimension is 0 (C keeps beta * C = C
+    for beta 1, and callers clear C themselves for k == 0)."""
+    cdef int held
+    if m == 0 or n == 0 or k == 0:
+        return
+    held = blas_hold_single()
+    if held < 0:
+        max_threads = 1
+    gemm_rm_split(ta, tb, <int> m, <int> n, <int> k, <floating> 1, a, <int> lda, b, <int> ldb,
+                  beta, c, <int> n, gemm_threads(m, n, k, max_threads))
+    blas_release(held)
+
+
+cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
+                       const floating[::1] b, const floating[::1] gamma,
+                       const floating[::1] beta, floating[:] running_mean,
+                       floating[:] running_var, double momentum, double eps,
+                       floating[:, ::1] a, floating[:, ::1] out, floating[:, ::1] xhat,
+                       floating[::1] inv_std, double* work, int nt, int gemm_nt) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1], i, j
+    cdef floating v, zero = 0
+    if m == 0:
+        return
+    for i in range(n):
+        for j in range(m):
+            a[i, j] = b[j]
+    if d > 0:
+        _gemm_hold(False, False, n, m, d, &x[0, 0], d, &W[0, 0], m, 1, &a[0, 0], gemm_nt)
+    _bn_train(a, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std,
+              work, nt)
+    # ReLU in place: x < 0 ? 0 : x keeps NaN and -0.0, as relu_forward
+    for i in range(n):
+        for j in range(m):
+            v = out[i, j]
+            out[i, j] = zero if v < zero else v
+
+
+def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, momentum=0.9,
+                           eps=1e-6):
+    """relu(batchnorm(x @ W + b)) in training mode for x (N, D), W (D, M): returns
+    (out, xhat, inv_std) and updates running_mean/var (M,) in place."""
+    momentum, eps = chk.affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var,
+                                            momentum, eps)
+    x, W, b, gamma, beta = _c(x), _c(W), _c(b), _c(gamma), _c(beta)
+    n, d = x.shape
+    m = W.shape[1]
+    dtype = x.dtype
+    a = np.empty((n, m), dtype=dtype)
+    cdef int nt
+    cdef _Scratch work
+    out, xhat, inv_std, nt, work = _bn_train_outputs(n, m, dtype)
+    cdef int gemm_nt = get_num_threads()
+    if dtype == np.float32:
+        _abr_forward[float](x, W, b, gamma, beta, running_mean, running_var, momentum, eps, a,
+                            out, xhat, inv_std, work.ptr, nt, gemm_nt)
+    else:
+        _abr_forward[double](x, W, b, gamma, beta, running_mean, running_var, momentum, eps, a,
+                             out, xhat, inv_std, work.ptr, nt, gemm_nt)
+    return out, xhat, inv_std
+
+
+cdef void _abr_backward(const floating[:, ::1] dout, const floating[:, ::1] out,
+                        const floating[:, ::1] xhat, const floating[::1] gamma,
+                        const floating[::1] inv_std, const floating[:, ::1] x,
+                        const floating[:, ::1] W, floating[:, ::1] dr, floating[:, ::1] da,
+                        floating[:, ::1] dx, bint need_dx, floating[:, ::1] dW,
+                        floating[::1] db, floating[::1] dgamma, floating[::1] dbeta,
+                        double* work, int nt, int gemm_nt) noexcept nogil:
+    cdef Py_ssize_t n = dout.shape[0], m = dout.shape[1], d = x.shape[1], i, j
+    cdef floating zero = 0
+    cdef double* acc
+    if m == 0:
+        if need_dx:
+            for i in range(n):
+                for j in range(d):
+                    dx[i, j] = zero
+        return
+    # the ReLU's gradient: dout where out > 0 (NaN compares false, as relu_backward)
+    for i in range(n):
+        for j in range(m):
+            dr[i, j] = dout[i, j] if out[i, j] > zero else zero
+    _bn_backward(dr, xhat, gamma, inv_std, da, dgamma, dbeta, work, nt)
+    # db = column sums of da, in double (work is free again)
+    acc = work
+    memset(acc, 0, m * sizeof(double))
+    for i in range(n):
+        for j in range(m):
+            acc[j] = acc[j] + da[i, j]
+    for j in range(m):
+        db[j] = <floating> acc[j]
+    if d == 0 or n == 0:
+        return  # dW was cleared by the caller when n == 0
+    _gemm_hold(True, False, d, m, n, &x[0, 0], d, &da[0, 0], m, 0, &dW[0, 0], gemm_nt)
+    if need_dx:
+        _gemm_hold(False, True, n, d, m, &da[0, 0], m, &W[0, 0], m, 0, &dx[0, 0], gemm_nt)
+
+
+def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
+    """Gradients of affine_bn_relu_forward: (dx, dW, db, dgamma, dbeta); dx is None when
+    need_dx is false."""
+    chk.affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W)
+    dout, out, xhat, gamma, inv_std = _c(dout), _c(out), _c(xhat), _c(gamma), _c(inv_std)
+    x, W = _c(x), _c(W)
+    n, m = dout.shape
+    d = x.shape[1]
+    dtype = dout.dtype
+    cdef bint want_dx = bool(need_dx)
+    dr = np.empty((n, m), dtype=dtype)
+    da = np.empty((n, m), dtype=dtype)
+    dx = np.empty((n if want_dx else 0, d), dtype=dtype)
+    dW = np.empty((d, m), dtype=dtype)
+    if n == 0 or m == 0:
+        dW[...] = 0
+    db = np.empty(m, dtype=dtype)
+    dgamma = np.empty(m, dtype=dtype)
+    dbeta = np.empty(m, dtype=dtype)
+    cdef int nt = work_threads(n * m, MIN_WORK)
+    if nt > n:
+        nt = max(n, 1)
+    cdef _Scratch work = _Scratch((2 * nt + 3) * m + m)
+    cdef int gemm_nt = get_num_threads()
+    if dtype == np.float32:
+        _abr_backward[float](dout, out, xhat, gamma, inv_std, x, W, dr, da, dx, want_dx, dW,
+                             db, dgamma, dbeta, work.ptr, nt, gemm_nt)
+    else:
+        _abr_backward[double](dout, out, xhat, gamma, inv_std, x, W, dr, da, dx, want_dx, dW,
+                              db, dgamma, dbeta, work.ptr, nt, gemm_nt)
+    return (dx if want_dx else None), dW, db, dgamma, dbeta
 
 
 # ---------------------------------------------------------------- spatial batch norm (N, C, H, W)
