@@ -191,3 +191,54 @@ def test_avgpool_backward(benchmark, shape, backend):
         benchmark(torch.autograd.grad, y, (tx,), tdout, retain_graph=True)
     else:
         benchmark(table(backend)["avgpool_backward"], dout, x.shape, k, k, s, 0)
+
+
+# The fused convolution + ReLU + 2x2 max pool of SimpleConvNet (and of DeepConvNet's
+# second convolution of each pair), forward and backward, the first layer's way (no input
+# gradient), against the three kernels in turn and PyTorch's three autograd ops.
+FUSED_VARIANTS = [
+    "numpy",
+    pytest.param("cython-unfused", marks=pytest.mark.skipif(not cython_available(),
+                                                            reason="cython kernels not built")),
+    pytest.param("cython", marks=pytest.mark.skipif(not cython_available(),
+                                                    reason="cython kernels not built")),
+    pytest.param("torch", marks=pytest.mark.skipif(torch is None, reason="torch not installed")),
+]
+
+
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
+@pytest.mark.parametrize("shape", list(CONV_SHAPES))
+def test_conv_relu_pool_step(benchmark, shape, variant):
+    _setup(benchmark, "conv+relu+pool fwd+bwd", shape, variant)
+    x, W, b, _, k, p = _conv_data(shape)
+    rng = np.random.default_rng(1)
+    n, f, oh, ow = x.shape[0], W.shape[0], x.shape[2] + 2 * p - k + 1, x.shape[3] + 2 * p - k + 1
+    dpool = rng.standard_normal((n, f, oh // 2, ow // 2)).astype(DTYPE)
+    if variant == "torch":
+        tx = torch.from_numpy(x)
+        tW = torch.from_numpy(W).requires_grad_(True)
+        tb = torch.from_numpy(b).requires_grad_(True)
+        tdout = torch.from_numpy(dpool)
+
+        def run():
+            y = torch.nn.functional.conv2d(tx, tW, tb, padding=p)
+            z = torch.nn.functional.max_pool2d(torch.relu(y), 2, 2)
+            return torch.autograd.grad(z, (tW, tb), tdout)
+    elif variant == "cython-unfused":
+        ops = table("cython")
+
+        def run():
+            y, col = ops["conv_forward"](x, W, b, 1, p)
+            r = ops["relu_forward"](y)
+            z, arg = ops["maxpool_forward"](r, 2, 2, 2, 0)
+            dr = ops["maxpool_backward"](dpool, arg, r.shape, 2, 2, 2, 0)
+            dy = ops["relu_backward"](dr, r)
+            return ops["conv_backward"](dy, col, x.shape, W, 1, p, False)
+    else:
+        ops = table(variant)
+
+        def run():
+            z, col, arg = ops["conv_relu_pool_forward"](x, W, b, 1, p, 2, 2, 2, 0)
+            return ops["conv_relu_pool_backward"](dpool, z, arg, col, x.shape, W, 1, p, 2, 2,
+                                                  2, 0, False)
+    benchmark(run)

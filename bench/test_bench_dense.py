@@ -161,6 +161,53 @@ def test_batchnorm_backward(benchmark, record_info, shape, variant):
         benchmark(table(variant)["batchnorm_backward"], dout, xhat, g, inv_std)
 
 
+# ---------------------------------------------------------------- affine + batch norm + ReLU
+# One hidden block of the book's MLP with BatchNorm, forward and backward (with the input
+# gradient): the fused kernels, the three kernels in turn, and PyTorch's three ops.
+
+BLOCK_SHAPES = {"100x784->100": (100, 784, 100), "100x100->100": (100, 100, 100)}
+
+
+@pytest.mark.parametrize("variant", ["numpy", pytest.param("cython-unfused", marks=NEEDS_CYTHON),
+                                     pytest.param("cython", marks=NEEDS_CYTHON),
+                                     pytest.param("torch", marks=NEEDS_TORCH)])
+@pytest.mark.parametrize("shape", list(BLOCK_SHAPES))
+def test_affine_bn_relu_step(benchmark, record_info, shape, variant):
+    n, d, m = BLOCK_SHAPES[shape]
+    _setup(benchmark, record_info, "affine+bn+relu fwd+bwd", shape, variant)
+    rng = np.random.default_rng(0)
+    x, W, b, dout = _rand(rng, n, d), _rand(rng, d, m) * 0.05, _rand(rng, m), _rand(rng, n, m)
+    g, beta, rm, rv = np.ones(m, DTYPE), np.zeros(m, DTYPE), np.zeros(m, DTYPE), np.ones(m, DTYPE)
+    if variant == "torch":
+        tx = torch.from_numpy(x).requires_grad_(True)
+        tW = torch.from_numpy(np.ascontiguousarray(W.T)).requires_grad_(True)
+        tb, tg, tbeta = (torch.from_numpy(a).requires_grad_(True) for a in (b, g, beta))
+        trm, trv, tdout = map(torch.from_numpy, (rm, rv, dout))
+
+        def run():
+            y = F.batch_norm(F.linear(tx, tW, tb), trm, trv, tg, tbeta, training=True,
+                             eps=1e-6)
+            return torch.autograd.grad(torch.relu(y), (tx, tW, tb, tg, tbeta), tdout)
+    elif variant == "cython-unfused":
+        ops = table("cython")
+
+        def run():
+            a = ops["affine_forward"](x, W, b)
+            y, xhat, inv_std = ops["batchnorm_forward_train"](a, g, beta, rm, rv, 0.9, 1e-6)
+            r = ops["relu_forward"](y)
+            da, dg, dbeta = ops["batchnorm_backward"](ops["relu_backward"](dout, r), xhat, g,
+                                                      inv_std)
+            return ops["affine_backward"](da, x, W) + (dg, dbeta)
+    else:
+        ops = table(variant)
+
+        def run():
+            r, xhat, inv_std = ops["affine_bn_relu_forward"](x, W, b, g, beta, rm, rv, 0.9,
+                                                             1e-6)
+            return ops["affine_bn_relu_backward"](dout, r, xhat, g, inv_std, x, W)
+    benchmark(run)
+
+
 # ---------------------------------------------------------------- optimizers
 
 OPT_SIZES = {"100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
