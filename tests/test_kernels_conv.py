@@ -26,7 +26,9 @@ pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableException
 
 CONV_KERNELS = ("im2col", "col2im", "conv_forward", "conv_backward")
 POOL_KERNELS = ("maxpool_forward", "maxpool_backward", "avgpool_forward", "avgpool_backward")
-KERNELS = CONV_KERNELS + POOL_KERNELS
+FUSED_KERNELS = ("conv_relu_pool_forward", "conv_relu_pool_backward")
+KERNELS = CONV_KERNELS + POOL_KERNELS + FUSED_KERNELS
+BACKENDS = ("numpy", "cython")
 DTYPES = (np.float32, np.float64)
 # Relative to the largest magnitude of the expected array: GEMM and sum orders differ.
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
@@ -55,24 +57,63 @@ GEOMETRIES = [
 
 
 def _id(g):
-    return "N{}C{}H{}W{}-f{}x{}-s{}p{}-F{}".format(*g)
+    conv = "N{}C{}H{}W{}-f{}x{}-s{}p{}-F{}".format(*g[:9])
+    return conv + ("-pool{}x{}-s{}p{}".format(*g[9:]) if len(g) > 9 else "")
 
 
 def out_hw(g):
-    n, c, h, w, fh, fw, s, p, fn = g
+    n, c, h, w, fh, fw, s, p, fn = g[:9]
     return (h + 2 * p - fh) // s + 1, (w + 2 * p - fw) // s + 1
+
+
+# (pool_h, pool_w, pool_stride, pool_pad) of the fused kernels, appended to each of
+# GEOMETRIES whose convolution output they fit (as is the whole output, a global pool):
+# the usual 2x2/2, overlapping windows (stride < size) with and without padding, 1x1,
+# and windows lying wholly in the padding (their maximum is -inf).
+POOLS = [(2, 2, 2, 0), (3, 3, 2, 1), (2, 3, 1, 0), (3, 2, 3, 1), (2, 2, 1, 1), (1, 1, 1, 0),
+         (2, 2, 3, 2)]
+
+
+def _with_pools(geometries):
+    cases = []
+    for g in geometries:
+        oh, ow = out_hw(g)
+        for ph, pw, ps, pp in POOLS + [(oh, ow, 1, 0)]:
+            if ph <= oh + 2 * pp and pw <= ow + 2 * pp:
+                cases.append(g + (ph, pw, ps, pp))
+    return cases
+
+
+FUSED_GEOMETRIES = _with_pools(GEOMETRIES)
+# Large enough for every kernel's multi-threaded path.
+THREADED = (16, 8, 16, 16, 3, 3, 1, 1, 8, 3, 3, 2, 1)
+
+
+def geometries_of(name):
+    return FUSED_GEOMETRIES if name in FUSED_KERNELS else GEOMETRIES
 
 
 def arguments(name, g, dtype, rng):
     """Positional arguments of kernel `name` at geometry g (outputs of forwards that a
-    backward needs come from the reference)."""
-    n, c, h, w, fh, fw, s, p, fn = g
+    backward needs come from the reference).  The fused kernels take g + a pool."""
+    n, c, h, w, fh, fw, s, p, fn = g[:9]
     oh, ow = out_hw(g)
 
     def rand(*shape):
         return rng.standard_normal(shape).astype(dtype)
 
+    def grid(*shape):
+        """Multiples of 1/8: every convolution sum is exact whatever its order, so the
+        fused forward's maxima and argmax (ties included) do not depend on rounding."""
+        return (np.round(rng.standard_normal(shape) * 8) / 8).astype(dtype)
+
     x = rand(n, c, h, w)
+    if name in FUSED_KERNELS:
+        x, W, b = grid(n, c, h, w), grid(fn, c, fh, fw), grid(fn)
+        if name == "conv_relu_pool_forward":
+            return [x, W, b, s, p, *g[9:]]
+        out, col, argmax = REF["conv_relu_pool_forward"](x, W, b, s, p, *g[9:])
+        return [rand(*out.shape), out, argmax, col, (n, c, h, w), W, s, p, *g[9:]]
     if name == "im2col":
         return [x, fh, fw, s, p]
     if name == "col2im":
@@ -145,7 +186,8 @@ def assert_unchanged(args, before):
 def test_every_conv_and_pool_kernel_is_compiled():
     compiled = compiled_kernels()
     assert {name: compiled.get(name) for name in KERNELS} == {
-        **{name: "conv" for name in CONV_KERNELS}, **{name: "pool" for name in POOL_KERNELS}}
+        **{name: "conv" for name in CONV_KERNELS + FUSED_KERNELS},
+        **{name: "pool" for name in POOL_KERNELS}}
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed", "readonly"])
@@ -153,7 +195,7 @@ def test_every_conv_and_pool_kernel_is_compiled():
 @pytest.mark.parametrize("name", KERNELS)
 def test_agrees_with_reference(name, dtype, layout):
     rng = np.random.default_rng(0)
-    for g in GEOMETRIES:
+    for g in geometries_of(name):
         args = [relayout(a, layout, rng) for a in arguments(name, g, dtype, rng)]
         before = copies(args)
         want = REF[name](*args)
@@ -164,7 +206,8 @@ def test_agrees_with_reference(name, dtype, layout):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_copies_are_exact(dtype):
-    """Pure data movement has no rounding: im2col, the col of conv_forward, max pooling."""
+    """Pure data movement has no rounding: im2col, the col of the convolutions, max
+    pooling; nor has the fused forward where every sum is exact (arguments' grid data)."""
     rng = np.random.default_rng(1)
     for g in GEOMETRIES:
         n, c, h, w, fh, fw, s, p, fn = g
@@ -175,6 +218,12 @@ def test_copies_are_exact(dtype):
         for got, want in zip(CY["maxpool_forward"](x, fh, fw, s, p),
                              REF["maxpool_forward"](x, fh, fw, s, p)):
             np.testing.assert_array_equal(got, want)
+    for g in FUSED_GEOMETRIES:
+        args = arguments("conv_relu_pool_forward", g, dtype, rng)
+        for got, want in zip(CY["conv_relu_pool_forward"](*args),
+                             REF["conv_relu_pool_forward"](*args), strict=True):
+            assert got.dtype == want.dtype, _id(g)
+            np.testing.assert_array_equal(got, want, err_msg=_id(g))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
@@ -191,12 +240,12 @@ def test_maxpool_special_values(dtype):
         np.testing.assert_array_equal(got[1], want[1])
 
 
-@pytest.mark.parametrize("name", ["maxpool_backward"])
+@pytest.mark.parametrize("name,at", [("maxpool_backward", 1), ("conv_relu_pool_backward", 2)])
 @pytest.mark.parametrize("argmax_dtype", [np.int8, np.uint16, np.int32, np.uint64])
-def test_maxpool_backward_takes_any_integer_argmax(name, argmax_dtype):
+def test_maxpool_backward_takes_any_integer_argmax(name, at, argmax_dtype):
     rng = np.random.default_rng(2)
-    args = arguments(name, (3, 2, 7, 5, 3, 2, 2, 1, 1), np.float64, rng)
-    args[1] = args[1].astype(argmax_dtype)
+    args = arguments(name, (3, 2, 7, 5, 3, 2, 2, 1, 1, 3, 2, 1, 1), np.float64, rng)
+    args[at] = args[at].astype(argmax_dtype)
     assert_same(CY[name](*args), REF[name](*args))
 
 
@@ -204,12 +253,12 @@ def test_maxpool_backward_takes_any_integer_argmax(name, argmax_dtype):
 def test_thread_counts_agree(name, monkeypatch):
     """One thread and several give the same answer (up to summation order)."""
     rng = np.random.default_rng(3)
-    g = (16, 8, 16, 16, 3, 3, 1, 1, 8)
-    args = arguments(name, g, np.float32, rng)
+    args = arguments(name, THREADED, np.float32, rng)
     monkeypatch.setattr(zerodl._config, "_num_threads", 1)
     one = CY[name](*args)
-    monkeypatch.setattr(zerodl._config, "_num_threads", 3)
-    assert_same(CY[name](*args), one)
+    for threads in (2, 3):
+        monkeypatch.setattr(zerodl._config, "_num_threads", threads)
+        assert_same(CY[name](*args), one, f"{threads} threads")
 
 
 def test_blas_thread_limit_is_restored():
@@ -218,17 +267,16 @@ def test_blas_thread_limit_is_restored():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     before = [(i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
     rng = np.random.default_rng(4)
-    g = (16, 8, 16, 16, 3, 3, 1, 1, 8)
-    fwd = arguments("conv_forward", g, np.float32, rng)
-    bwd = arguments("conv_backward", g, np.float32, rng)
-    want = (REF["conv_forward"](*fwd), REF["conv_backward"](*bwd))
+    names = ("conv_forward", "conv_backward") + FUSED_KERNELS
+    args = {name: arguments(name, THREADED, np.float32, rng) for name in names}
+    want = {name: REF[name](*args[name]) for name in names}
     errors = []
 
     def work():
         try:
             for _ in range(5):
-                assert_same(CY["conv_forward"](*fwd), want[0])
-                assert_same(CY["conv_backward"](*bwd), want[1])
+                for name in names:
+                    assert_same(CY[name](*args[name]), want[name], name)
         except Exception as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -248,7 +296,7 @@ def test_guard_bytes_around_inputs_stay_untouched():
     rng = np.random.default_rng(5)
     guard = 64
     for name in KERNELS:
-        for g in GEOMETRIES:
+        for g in geometries_of(name):
             args = arguments(name, g, np.float32, rng)
             fenced, buffers = [], []
             for a in args:
@@ -317,12 +365,127 @@ def test_col2im_is_the_adjoint_of_im2col(g):
     assert np.vdot(out_b - out, dout) == pytest.approx(np.vdot(b, db), rel=1e-12, abs=1e-12)
 
 
+# ---------------------------------------------------------------- the fused kernels
+
+def composed_forward(T, x, W, b, s, p, *pool):
+    """conv_forward -> relu_forward -> maxpool_forward: ((out, col, argmax), ReLU output)."""
+    conv, col = T["conv_forward"](x, W, b, s, p)
+    relu = T["relu_forward"](conv)
+    out, argmax = T["maxpool_forward"](relu, *pool)
+    return (out, col, argmax), relu
+
+
+def composed_backward(T, dout, argmax, relu, col, x_shape, W, s, p, *pool):
+    """maxpool_backward -> relu_backward -> conv_backward."""
+    dpool = T["maxpool_backward"](dout, argmax, relu.shape, *pool)
+    return T["conv_backward"](T["relu_backward"](dpool, relu), col, x_shape, W, s, p)
+
+
+@pytest.mark.parametrize("shift", [0, 1], ids=["bias", "mostly-negative"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_is_conv_relu_maxpool(backend, dtype, shift):
+    """In each backend the fused forward is maxpool(relu(conv)) bit for bit (the grid data
+    make every sum exact) and the fused backward is maxpool_backward -> relu_backward ->
+    conv_backward.  With the bias shifted down by about one standard deviation of the
+    convolution, most windows are wholly negative: the ReLU gate decides their gradient."""
+    T = table(backend)
+    rng = np.random.default_rng(9)
+    gated = windows = 0
+    for g in FUSED_GEOMETRIES:
+        x, W, b, s, p, *pool = arguments("conv_relu_pool_forward", g, dtype, rng)
+        b = b - shift * np.ceil(np.sqrt(W[0].size)).astype(dtype)      # still on the grid
+        fused = T["conv_relu_pool_forward"](x, W, b, s, p, *pool)
+        want, relu = composed_forward(T, x, W, b, s, p, *pool)
+        for got, e in zip(fused, want, strict=True):
+            assert got.dtype == e.dtype, _id(g)
+            np.testing.assert_array_equal(got, e, err_msg=_id(g))
+        out, col, argmax = fused
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        assert_same(
+            T["conv_relu_pool_backward"](dout, out, argmax, col, x.shape, W, s, p, *pool),
+            composed_backward(T, dout, argmax, relu, col, x.shape, W, s, p, *pool), _id(g))
+        gated += np.count_nonzero(out <= 0)
+        windows += out.size
+    assert 0 < gated < windows
+    assert gated > (0.5 if shift else 0.1) * windows
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_special_values(backend, dtype):
+    """NaN and +-inf in x, as composed and as the reference: the ReLU keeps NaN and the
+    pool picks it (like numpy.argmax); a NaN window (out > 0 is false) passes no gradient,
+    so dx and db stay finite, while dW, the dense sum of dconv * col, is non-finite in
+    exactly the columns of col that hold a non-finite value (0 * NaN is NaN)."""
+    T = table(backend)
+    rng = np.random.default_rng(11)
+    x = (np.round(rng.standard_normal((2, 2, 6, 7)) * 8) / 8).astype(dtype)
+    x[0, 0, 2, 3] = np.nan
+    x[1, 1, 0, 0] = np.inf
+    x[1, 0, 5, 6] = -np.inf
+    W = (np.round(rng.standard_normal((3, 2, 3, 3)) * 8) / 8).astype(dtype)
+    b = np.array([0.5, -1, 0], dtype=dtype)
+    for pool in ((2, 2, 2, 0), (3, 3, 2, 1), (2, 3, 1, 1)):
+        fused = T["conv_relu_pool_forward"](x, W, b, 1, 1, *pool)
+        want, relu = composed_forward(T, x, W, b, 1, 1, *pool)
+        for got, e, ref in zip(fused, want, REF["conv_relu_pool_forward"](x, W, b, 1, 1, *pool),
+                               strict=True):
+            np.testing.assert_array_equal(got, e, err_msg=str(pool))
+            np.testing.assert_array_equal(got, ref, err_msg=str(pool))
+        out, col, argmax = fused
+        assert np.isnan(out).any() and np.isposinf(out).any()
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        args = (dout, out, argmax, col, x.shape, W, 1, 1, *pool)
+        dx, dW, db = got = T["conv_relu_pool_backward"](*args)
+        assert_same(got, composed_backward(T, dout, argmax, relu, col, x.shape, W, 1, 1, *pool),
+                    str(pool))
+        assert_same(got, REF["conv_relu_pool_backward"](*args), str(pool))
+        assert np.isfinite(dx).all() and np.isfinite(db).all()
+        np.testing.assert_array_equal(np.isfinite(dW.reshape(len(W), -1)),
+                                      np.isfinite(col).all(axis=0)[None].repeat(len(W), 0))
+
+
+def _need_dx_cases(name, dtype, rng):
+    """Argument lists of a backward that takes need_dx: dense shapes or geometries
+    (empty and size-1 batches, and one large enough for several threads)."""
+    if name != "affine_backward":
+        return [arguments(name, g, dtype, rng) for g in geometries_of(name)]
+    rand = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    return [[rand(n, m), rand(n, d), rand(d, m)]
+            for n, d, m in [(3, 7, 4), (0, 5, 3), (1, 1, 1), (1, 9, 2), (256, 300, 100)]]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["affine_backward", "conv_backward", "conv_relu_pool_backward"])
+def test_need_dx_false_skips_only_dx(name, backend, dtype, threads, monkeypatch):
+    """need_dx=False returns (None, dW, db) with need_dx=True's dW and db: bit for bit on
+    one thread (several threads sum dW in an order that may change from call to call)."""
+    monkeypatch.setattr(zerodl._config, "_num_threads", threads)
+    T = table(backend)
+    for args in _need_dx_cases(name, dtype, np.random.default_rng(10)):
+        before = copies(args)
+        dx, dW, db = T[name](*args, need_dx=True)
+        none, dW2, db2 = T[name](*args, need_dx=False)
+        assert dx is not None and none is None
+        assert (dW2.dtype, db2.dtype) == (dW.dtype, db.dtype) == (np.dtype(dtype),) * 2
+        if threads == 1:
+            np.testing.assert_array_equal(dW2, dW)
+            np.testing.assert_array_equal(db2, db)
+        else:
+            assert_same((dW2, db2), (dW, db))
+        assert_unchanged(args, before)
+
+
 # ---------------------------------------------------------------- bad input
 
 def _bad_cases():
     """(kernel, arguments) that both backends must reject alike."""
     rng = np.random.default_rng(8)
-    g = (2, 3, 6, 5, 3, 2, 1, 1, 4)
+    g = (2, 3, 6, 5, 3, 2, 1, 1, 4, 3, 2, 2, 1)    # conv output 6x6, pooled 3x4
     ok = {name: arguments(name, g, np.float32, rng) for name in KERNELS}
 
     def with_(name, index, value):
@@ -350,7 +513,8 @@ def _bad_cases():
         ]
     # Positions of (input_shape, filter/pool height, stride, pad) in each backward.
     positions = {"col2im": (1, 2, 4, 5), "conv_backward": (2, None, 4, 5),
-                 "maxpool_backward": (2, 3, 5, 6), "avgpool_backward": (1, 2, 4, 5)}
+                 "maxpool_backward": (2, 3, 5, 6), "avgpool_backward": (1, 2, 4, 5),
+                 "conv_relu_pool_backward": (4, 8, 10, 11)}
     for name, (shape_at, filter_at, stride_at, pad_at) in positions.items():
         cases += [
             with_(name, shape_at, (2, 3, 6)),
@@ -391,6 +555,45 @@ def _bad_cases():
         with_("maxpool_backward", 1, argmax[..., :-1]),
         with_("maxpool_backward", 1, np.full_like(argmax, 6)),    # 3x2 pool: [0, 6)
     ]
+    fwd, bwd = FUSED_KERNELS
+    x = ok[fwd][0]
+    cases += [
+        with_(fwd, 0, x[0]),
+        with_(fwd, 0, x.astype(np.int64)),
+        with_(fwd, 0, x.astype(np.float16)),
+        with_(fwd, 0, x.tolist()),
+        with_(fwd, 1, W.astype(np.float64)),
+        with_(fwd, 1, W[:, :2]),
+        with_(fwd, 2, b[:-1]),
+        with_(fwd, 1, np.zeros((4, 3, 9, 9), np.float32)),        # filter too large
+        with_(fwd, 3, 0),
+        with_(fwd, 4, -1),
+        with_(fwd, 5, 9),                                         # pool larger than the
+        with_(fwd, 6, 9),                                         # padded conv output
+        with_(fwd, 5, 0),
+        with_(fwd, 6, 2.0),
+        with_(fwd, 7, 0),
+        with_(fwd, 8, -1),
+        with_(fwd, 8, None),
+    ]
+    dout, out, argmax, col = ok[bwd][:4]
+    cases += [
+        with_(bwd, 1, out.astype(np.float64)),
+        with_(bwd, 1, out[..., :-1]),
+        with_(bwd, 1, out.tolist()),
+        with_(bwd, 3, col[:-1]),
+        with_(bwd, 3, col.astype(np.float64)),
+        with_(bwd, 5, W.astype(np.float64)),
+        with_(bwd, 5, W[:, :2]),
+        with_(bwd, 2, argmax + 6),                                # out of range
+        with_(bwd, 2, argmax - argmax.max() - 1),
+        with_(bwd, 2, np.full_like(argmax, 6)),                   # 3x2 pool: [0, 6)
+        with_(bwd, 2, argmax.astype(np.float64)),
+        with_(bwd, 2, argmax.tolist()),
+        with_(bwd, 2, argmax[..., :-1]),
+        with_(bwd, 9, 0),
+        with_(bwd, 9, 9),
+    ]
     return cases
 
 
@@ -421,7 +624,12 @@ def geometries(draw):
     fw = draw(st.integers(1, w + 2 * p))
     s = draw(st.integers(1, 4))
     fn = draw(st.integers(1, 3))
-    return (n, c, h, w, fh, fw, s, p, fn)
+    oh, ow = out_hw((n, c, h, w, fh, fw, s, p, fn))
+    pp = draw(st.integers(0, 2))                   # the fused kernels' pool
+    ph = draw(st.integers(1, oh + 2 * pp))
+    pw = draw(st.integers(1, ow + 2 * pp))
+    ps = draw(st.integers(1, 3))
+    return (n, c, h, w, fh, fw, s, p, fn, ph, pw, ps, pp)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

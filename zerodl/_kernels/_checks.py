@@ -88,12 +88,13 @@ def real(name: str, value, low: float | None = None, high: float | None = None,
 
 
 def conv_geometry(in_h: int, in_w: int, filter_h, filter_w, stride, pad,
-                  what: str = "filter") -> tuple[int, int, int, int, int, int]:
-    """Check a sliding-window geometry; returns (filter_h, filter_w, stride, pad, out_h, out_w)."""
+                  what: str = "filter", prefix: str = "") -> tuple[int, int, int, int, int, int]:
+    """Check a sliding-window geometry; returns (filter_h, filter_w, stride, pad, out_h, out_w).
+    ``prefix`` names stride and pad as the caller's arguments (``pool_`` for pool_stride)."""
     fh = positive_int(f"{what}_h", filter_h)
     fw = positive_int(f"{what}_w", filter_w)
-    s = positive_int("stride", stride)
-    p = nonneg_int("pad", pad)
+    s = positive_int(f"{prefix}stride", stride)
+    p = nonneg_int(f"{prefix}pad", pad)
     if fh > in_h + 2 * p or fw > in_w + 2 * p:
         raise ValueError(f"{what} {fh}x{fw} is larger than the padded input "
                          f"{in_h + 2 * p}x{in_w + 2 * p}")
@@ -295,7 +296,7 @@ def conv_relu_pool_args(x, W, b, stride, pad, pool_h, pool_w, pool_stride, pool_
     geometry = conv_forward_args(x, W, b, stride, pad)
     oh, ow = geometry[-2:]
     return geometry + conv_geometry(oh, ow, pool_h, pool_w, pool_stride, pool_pad,
-                                    what="pool")
+                                    what="pool", prefix="pool_")
 
 
 def conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W, stride, pad, pool_h,
@@ -313,7 +314,7 @@ def conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W, stride, pad
         raise ValueError(f"x_shape has {c} channels but W expects {wc}")
     _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
     ph, pw, ps, pp, qh, qw = conv_geometry(oh, ow, pool_h, pool_w, pool_stride, pool_pad,
-                                           what="pool")
+                                           what="pool", prefix="pool_")
     shape_is("dout", dout, (n, fn, qh, qw), "(N, FN, PH, PW) of the pooled output")
     shape_is("out", out, dout.shape, "the shape of dout")
     pool_argmax("argmax", argmax, dout.shape, ph * pw)

@@ -37,7 +37,8 @@ cdef void _unary(Op op, const floating* x, floating* out, Py_ssize_t n) noexcept
     cdef Py_ssize_t i
     cdef floating zero = 0
     if op == RELU_FWD:
-        # x < 0 ? 0 : x keeps NaN and -0.0 like np.maximum(x, 0).
+        # x < 0 ? 0 : x keeps NaN like np.maximum(x, 0) (and -0.0, where np.maximum gives
+        # +0.0: the two compare equal).
         for i in range(n):
             out[i] = zero if x[i] < zero else x[i]
     elif op == SIGMOID_FWD:

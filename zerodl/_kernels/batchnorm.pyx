@@ -391,7 +391,7 @@ cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
         _gemm_hold(False, False, n, m, d, &x[0, 0], d, &W[0, 0], m, 1, &a[0, 0], gemm_nt)
     _bn_train(a, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std,
               work, nt)
-    # ReLU in place: x < 0 ? 0 : x keeps NaN and -0.0, as relu_forward
+    # ReLU in place: x < 0 ? 0 : x, as the compiled relu_forward (NaN stays NaN)
     for i in range(n):
         for j in range(m):
             v = out[i, j]

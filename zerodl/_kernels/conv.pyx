@@ -235,8 +235,8 @@ cdef inline void _image_backward(const floating[:, ::1] dconv, const floating[:,
 cdef inline void _relu_pool_plane(floating[:, ::1] plane, floating[:, ::1] out,
                                   Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
                                   Py_ssize_t s, Py_ssize_t p) noexcept nogil:
-    """ReLU over one conv-output plane in place (x < 0 ? 0 : x keeps NaN and -0.0, as
-    relu_forward), then its max pooling into out and arg."""
+    """ReLU over one conv-output plane in place (x < 0 ? 0 : x, as the compiled
+    relu_forward: NaN stays NaN), then its max pooling into out and arg."""
     cdef Py_ssize_t iy, ix
     cdef floating v, zero = 0
     for iy in range(plane.shape[0]):
@@ -304,7 +304,9 @@ cdef void _conv_backward_run(const floating[:, :, ::1] dout,
     cdef Py_ssize_t n, f, npix = oh * ow
     cdef int tid
     with nogil:
-        for n in prange(db_part.shape[0], num_threads=nt, schedule="guided"):
+        # static: each thread always sums the same images into dw_part[tid], so dW is
+        # the same from call to call
+        for n in prange(db_part.shape[0], num_threads=nt, schedule="static"):
             tid = threadid()
             if fused:
                 for f in range(wmat.shape[0]):
