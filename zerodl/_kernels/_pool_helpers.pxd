@@ -55,13 +55,58 @@ cdef inline Py_ssize_t window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
 
 # ---------------------------------------------------------------- one plane
 
+cdef extern from *:
+    """
+    /* One output row of 2x2, stride-2, unpadded max pooling from input rows r0, r1:
+       the first maximum in the order (0,0) (0,1) (1,0) (1,1), taken by pairs with
+       selects the compiler turns into max/blend instructions, not branches (which
+       element wins is unpredictable).  Returns whether a NaN was seen: the row must
+       then be redone by the general scan, for which a NaN is the maximum. */
+    #define ZD_MAX_ROW_2X2(NAME, T)                                                   \
+    static int NAME(const T *r0, const T *r1, T *out, Py_ssize_t *arg,               \
+                    Py_ssize_t ow) {                                                  \
+        Py_ssize_t ox;                                                                \
+        int nan_seen = 0;                                                             \
+        for (ox = 0; ox < ow; ox++) {                                                 \
+            T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1]; \
+            Py_ssize_t i1 = b > a, i2 = 2 + (d > c);                                  \
+            T m1 = b > a ? b : a, m2 = d > c ? d : c;                                 \
+            Py_ssize_t take = m2 > m1;                                                \
+            arg[ox] = i1 + take * (i2 - i1);                                          \
+            out[ox] = m2 > m1 ? m2 : m1;                                              \
+            nan_seen |= (a != a) | (b != b) | (c != c) | (d != d);                    \
+        }                                                                             \
+        return nan_seen;                                                              \
+    }
+    ZD_MAX_ROW_2X2(zd_max_row_2x2_f32, float)
+    ZD_MAX_ROW_2X2(zd_max_row_2x2_f64, double)
+    """
+    bint zd_max_row_2x2_f32(const float* r0, const float* r1, float* out, Py_ssize_t* arg,
+                            Py_ssize_t ow) noexcept nogil
+    bint zd_max_row_2x2_f64(const double* r0, const double* r1, double* out,
+                            Py_ssize_t* arg, Py_ssize_t ow) noexcept nogil
+
+
+cdef inline bint _max_row_2x2(const floating* r0, const floating* r1, floating* out,
+                              Py_ssize_t* arg, Py_ssize_t ow) noexcept nogil:
+    if floating is float:
+        return zd_max_row_2x2_f32(r0, r1, out, arg, ow)
+    else:
+        return zd_max_row_2x2_f64(r0, r1, out, arg, ow)
+
+
 cdef inline void max_plane(const floating[:, ::1] x, floating[:, ::1] out,
                             Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
                             Py_ssize_t s, Py_ssize_t p) noexcept nogil:
     cdef Py_ssize_t oy, ox, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi
     cdef Py_ssize_t h = x.shape[0], w = x.shape[1]
     cdef floating best
+    cdef bint fast = ph == 2 and pw == 2 and s == 2 and p == 0
     for oy in range(out.shape[0]):
+        # SimpleConvNet's pooling: every window lies inside the plane
+        if fast and _max_row_2x2(&x[2 * oy, 0], &x[2 * oy + 1, 0], &out[oy, 0],
+                                 &arg[oy, 0], out.shape[1]) == 0:
+            continue
         y0 = oy * s - p
         fy_lo = window_lo(y0)
         fy_hi = window_hi(y0, h, ph)
