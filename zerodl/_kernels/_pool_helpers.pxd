@@ -1,6 +1,7 @@
-# Max pooling of one (H, W) plane, shared by pool.pyx and the fused convolution in
-# conv.pyx.  Conventions are the reference's: windows start at o*stride - pad, padding
-# counts as -inf, argmax is fy*pool_w + fx of the window's first maximum.
+# Max pooling of one (H, W) plane, shared by pool.pyx and the fused convolution's
+# forward in conv.pyx.  Conventions are the reference's: windows start at
+# o*stride - pad, padding counts as -inf, argmax is fy*pool_w + fx of the window's first
+# maximum.
 from cython cimport floating
 from libc.math cimport INFINITY
 
@@ -122,21 +123,16 @@ cdef inline void max_plane(const floating[:, ::1] x, floating[:, ::1] out,
             out[oy, ox] = best
 
 
-cdef inline void max_back_plane(const floating[:, ::1] dout, const floating[:, ::1] gate,
-                                bint gated, const Py_ssize_t[:, ::1] arg,
+cdef inline void max_back_plane(const floating[:, ::1] dout, const Py_ssize_t[:, ::1] arg,
                                 floating[:, ::1] dx, Py_ssize_t pw, Py_ssize_t s,
                                 Py_ssize_t p) noexcept nogil:
-    """dx (the input plane) = dout scattered to each window's argmax.  When `gated`, only
-    windows whose pooled value gate[oy, ox] is > 0 pass their gradient: max pooling
-    after a ReLU, whose gradient is zero wherever the window's maximum was not positive."""
+    """dx (the input plane) = dout scattered to each window's argmax."""
     cdef Py_ssize_t oy, ox, iy, ix, idx
     for iy in range(dx.shape[0]):
         for ix in range(dx.shape[1]):
             dx[iy, ix] = 0
     for oy in range(dout.shape[0]):
         for ox in range(dout.shape[1]):
-            if gated and not gate[oy, ox] > 0:
-                continue
             idx = arg[oy, ox]
             iy = oy * s - p + idx // pw
             ix = ox * s - p + idx % pw

@@ -419,7 +419,24 @@ def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0,
         dout, out, argmax, col, x_shape, W, stride, pad, pool_h, pool_w, pool_stride, pool_pad)
     gated = np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
     dconv = maxpool_backward(gated, argmax, (n, fn, oh, ow), ph, pw, ps, pp)
-    return conv_backward(dconv, col, (n, c, h, w), W, s, p, need_dx)
+    # conv_backward's sums, restricted to the nonzero entries of dconv (at most one per
+    # window): an inf or NaN in col or W reaches dW and dx only through a position that
+    # has a gradient, where the dense product would spread it through 0 * inf.  With
+    # finite operands the two are the same sums, so the dense product serves.
+    if np.isfinite(col).all() and np.isfinite(W).all():
+        return conv_backward(dconv, col, (n, c, h, w), W, s, p, need_dx)
+    d2 = dconv.transpose(0, 2, 3, 1).reshape(-1, fn)
+    wmat = W.reshape(fn, -1)
+    dW = np.zeros(wmat.shape, dtype=dout.dtype)
+    dcol = np.zeros(col.shape, dtype=dout.dtype) if need_dx else None
+    for f in range(fn):
+        rows = np.flatnonzero(d2[:, f])
+        g = d2[rows, f]
+        dW[f] = g @ col[rows]
+        if need_dx:
+            dcol[rows] += g[:, None] * wmat[f]
+    dx = col2im(dcol, (n, c, h, w), fh, fw, s, p) if need_dx else None
+    return dx, dW.reshape(W.shape), _sum0(d2)
 
 
 # ---------------------------------------------------------------- pooling

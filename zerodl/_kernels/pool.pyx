@@ -121,7 +121,7 @@ cdef void _max_back_run(const floating[:, :, :, ::1] dout, const Py_ssize_t[:, :
         for t in prange(dx.shape[0] * nc, num_threads=nt, schedule="guided"):
             n = t // nc
             c = t % nc
-            max_back_plane(dout[n, c], dout[n, c], False, arg[n, c], dx[n, c], pw, s, p)
+            max_back_plane(dout[n, c], arg[n, c], dx[n, c], pw, s, p)
 
 
 cdef void _avg_run(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
