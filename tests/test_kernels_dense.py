@@ -39,7 +39,7 @@ DENSE_KERNELS = (
     "spatial_batchnorm_backward", "layernorm_forward", "layernorm_backward",
     "instancenorm_forward", "instancenorm_backward", "dropout_forward", "dropout_backward",
     "sgd_update", "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update",
-    "adam_update", "adamw_update",
+    "adam_update", "adamw_update", "affine_bn_relu_forward", "affine_bn_relu_backward",
 )
 
 
@@ -75,6 +75,9 @@ def rand(rng, shape, dtype, scale=1.0, shift=0.0):
 
 def assert_close(actual, expected, scale=None):
     """Same type, shape and dtype; values within TOL of the expected's magnitude."""
+    if expected is None:    # a skipped result (need_dx=False)
+        assert actual is None
+        return
     if isinstance(expected, tuple):
         assert isinstance(actual, tuple) and len(actual) == len(expected)
         scales = scale if isinstance(scale, tuple) else (scale,) * len(expected)
@@ -235,6 +238,34 @@ def _dropout(rng, dt, shape=(7, 13)):
     return [rand(rng, shape, dt), np.asarray(rng.random(shape) < 0.6), 1.0 / 0.6]
 
 
+def _abr_affine(rng, dt, n, d, m):
+    """x, W, b of a fused affine + batch norm + ReLU: the GEMM's columns have unit-order
+    spread around a bias of a few units (the one-pass statistics see a shifted mean)."""
+    return [rand(rng, (n, d), dt), rand(rng, (d, m), dt, scale=1.0 / np.sqrt(max(d, 1))),
+            rand(rng, m, dt, scale=2.0, shift=3.0)]
+
+
+def _abr_fwd(rng, dt, n=7, d=13, m=5):
+    # beta ~ N(0, 1): some columns mostly rectified, some mostly passed
+    return (_abr_affine(rng, dt, n, d, m) + _bn_params(rng, dt, m) + _running(rng, dt, m)
+            + [0.8, 1e-5])
+
+
+def _abr_bwd(need_dx):
+    def build(rng, dt, n=7, d=13, m=5):
+        x, W, b = _abr_affine(rng, dt, n, d, m)
+        g, beta = _bn_params(rng, dt, m)
+        if n:
+            out, xhat, inv_std = REF["affine_bn_relu_forward"](x, W, b, g, beta,
+                                                               *_running(rng, dt, m))
+        else:   # the forward needs a row: any (0, M) out and xhat, a positive inv_std
+            out, xhat = np.zeros((0, m), dt), np.zeros((0, m), dt)
+            inv_std = np.abs(rand(rng, m, dt)) + 0.5
+        args = [rand(rng, (n, m), dt), out, xhat, g, inv_std, x, W]
+        return args if need_dx else args + [False]
+    return build
+
+
 CASES = {
     # name: (builder, kernel, positions updated in place, sizes: kwargs for the builder)
     "affine_forward": (_affine_fwd, (), [dict(n=1, d=1, m=1), dict(), dict(n=0),
@@ -286,6 +317,17 @@ CASES = {
                                        dict(shape=(0, 5)), dict(shape=(2, 3, 4, 5)),
                                        dict(shape=(300, 500))]),
     "dropout_backward": (_dropout, (), [dict(shape=(1,)), dict(), dict(shape=(300, 500))]),
+    # the last size is large enough for the multi-threaded batch norm (3 threads) and
+    # the split GEMMs
+    "affine_bn_relu_forward": (_abr_fwd, (5, 6), [
+        dict(n=1, d=1, m=1), dict(), dict(n=1), dict(n=2, d=1, m=3), dict(d=0), dict(m=0),
+        dict(n=1, d=0, m=0), dict(n=400, d=100, m=257)]),
+    "affine_bn_relu_backward": (_abr_bwd(True), (), [
+        dict(n=1, d=1, m=1), dict(), dict(n=1), dict(n=0), dict(d=0), dict(m=0),
+        dict(n=0, d=0, m=0), dict(n=400, d=100, m=257)]),
+    "affine_bn_relu_backward[no_dx]": (_abr_bwd(False), (), [
+        dict(n=1, d=1, m=1), dict(), dict(n=0), dict(d=0), dict(m=0),
+        dict(n=400, d=100, m=257)]),
 }
 
 
@@ -293,9 +335,45 @@ def kernel_of(case):
     return case.split("[")[0]
 
 
+def _abr_forward_scales(x, W, b, gamma, beta, running_mean, running_var, momentum=0.9,
+                        eps=1e-6):
+    """Scales of (out, xhat, inv_std) and of the running (mean, var) of the fused
+    affine + batch norm + ReLU.  a = x @ W + b is rounded differently by the two
+    backends' GEMMs (and summed with b in another order): an error of a few ulps of
+    max|a| per column, which the normalisation multiplies by inv_std (the mean's
+    cancellation), and which the statistics carry as ~max|a| and ~max|a|^2."""
+    a = x.astype(np.float64) @ W.astype(np.float64) + b
+    amax = np.max(np.abs(a), axis=0, initial=0.0)
+    inv = 1.0 / np.sqrt(a.var(axis=0) + eps) if a.shape[0] else np.zeros(a.shape[1])
+    k = np.maximum(1.0, amax * inv)
+    xhat = 4.0 * float(np.max(k, initial=1.0))
+    out = xhat * float(np.max(np.abs(gamma), initial=0.0)) + \
+        float(np.max(np.abs(beta), initial=0.0))
+    top = float(np.max(amax, initial=0.0))
+    return ((out, xhat, 4.0 * float(np.max(inv * k, initial=0.0))),
+            (4.0 * top, 4.0 * top * top))
+
+
+def _abr_backward_scales(dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
+    """Scales of (dx, dW, db, dgamma, dbeta) of the fused backward: the batch norm's
+    cancelling terms (as batchnorm_backward) carried through the GEMMs' sums; db, the
+    column sums of a batch norm's input gradient, is zero up to rounding."""
+    if dout.size == 0:
+        return None
+    n, m = dout.shape
+    da = float(np.max(np.abs(dout))) * float(np.max(np.abs(gamma))) * \
+        float(np.max(np.abs(inv_std))) * (2.0 + float(np.max(np.abs(xhat))) ** 2)
+    return (da * m * float(np.max(np.abs(W), initial=0.0)),
+            da * n * float(np.max(np.abs(x), initial=0.0)), da * n, None, None)
+
+
 def _scale(case, args):
     """Magnitude of the terms that cancel in the backward formulas (for the tolerance)."""
     name = kernel_of(case)
+    if name == "affine_bn_relu_forward":
+        return _abr_forward_scales(*args)[0]
+    if name == "affine_bn_relu_backward":
+        return _abr_backward_scales(*args)
     if name == "sigmoid_forward":
         # the reference's 0.5*(1 + tanh(x/2)) loses relative accuracy in the lower tail
         # (1 + tanh cancels); both are within ulps of 1, the scale of the output
@@ -314,6 +392,13 @@ def _scale(case, args):
     return None
 
 
+def _inplace_scales(case, args):
+    """Scales of the arrays updated in place (the running statistics), before the call."""
+    if kernel_of(case) == "affine_bn_relu_forward":
+        return _abr_forward_scales(*args)[1]
+    return (None,) * len(CASES[case][1])
+
+
 def _call(backend, case, args):
     return backend[kernel_of(case)](*args)
 
@@ -325,14 +410,16 @@ def _check_case(case, args, ref_args=None):
     ref_args = clone(args if ref_args is None else ref_args)
     cy_args = list(args)
     before = clone(cy_args)
+    scale = _scale(case, ref_args)
+    inplace_scale = dict(zip(inplace, _inplace_scales(case, ref_args)))
     expected = _call(REF, case, ref_args)
     actual = _call(CY, case, cy_args)
-    assert_close(actual, expected, _scale(case, ref_args))
+    assert_close(actual, expected, scale)
     for i, (a, b) in enumerate(zip(cy_args, before)):
         if not isinstance(a, np.ndarray):
             continue
         if i in inplace:
-            assert_close(a, ref_args[i])
+            assert_close(a, ref_args[i], inplace_scale[i])
         else:
             np.testing.assert_array_equal(a, b, err_msg=f"argument {i} was modified")
 
@@ -367,26 +454,29 @@ def test_layouts(case, kind, rng):
         _check_case(case, args, ref_args=base)
 
 
-@pytest.mark.parametrize("case", ["batchnorm_forward_train", "spatial_batchnorm_forward_train"])
+@pytest.mark.parametrize("case", ["batchnorm_forward_train", "spatial_batchnorm_forward_train",
+                                  "affine_bn_relu_forward"])
 def test_running_stats_views(case, rng):
     """Running statistics that are views into larger buffers (one strided) are updated
     like the reference and nothing around them is written."""
-    builder, _, _ = CASES[case]
+    builder, (im, iv), _ = CASES[case]
     for dt in DTYPES:
         args = builder(rng, dt)
-        c = args[3].shape[0]
+        c = args[im].shape[0]
         rm_buf = np.full(c + 6, 7.0, dtype=dt)
         rv_buf = np.full(3 * c + 2, 9.0, dtype=dt)
         rm, rv = rm_buf[3:3 + c], rv_buf[1:1 + 3 * c:3]
-        rm[...], rv[...] = args[3], args[4]
+        rm[...], rv[...] = args[im], args[iv]
+        scale = _scale(case, args)
+        sm, sv = _inplace_scales(case, args)
         expected = REF[kernel_of(case)](*clone(args))
-        cy_args = args[:3] + [rm, rv] + args[5:]
+        cy_args = args[:im] + [rm, rv] + args[iv + 1:]
         ref_args = clone(args)
         REF[kernel_of(case)](*ref_args)
         actual = CY[kernel_of(case)](*cy_args)
-        assert_close(actual, expected)
-        assert_close(rm.copy(), ref_args[3])
-        assert_close(rv.copy(), ref_args[4])
+        assert_close(actual, expected, scale)
+        assert_close(rm.copy(), ref_args[im], sm)
+        assert_close(rv.copy(), ref_args[iv], sv)
         assert (rm_buf[:3] == 7).all() and (rm_buf[3 + c:] == 7).all()
         untouched = np.ones(rv_buf.shape, bool)
         untouched[1:1 + 3 * c:3] = False
@@ -396,7 +486,9 @@ def test_running_stats_views(case, rng):
 @pytest.mark.parametrize("case", ["relu_forward", "sigmoid_backward", "softmax_cross_entropy_forward",
                                   "batchnorm_forward_train", "batchnorm_backward",
                                   "spatial_batchnorm_forward_train", "spatial_batchnorm_backward",
-                                  "layernorm_backward", "instancenorm_backward", "dropout_forward"])
+                                  "layernorm_backward", "instancenorm_backward", "dropout_forward",
+                                  "affine_bn_relu_forward", "affine_bn_relu_backward",
+                                  "affine_bn_relu_backward[no_dx]"])
 def test_thread_count_does_not_change_results(case, rng, threads):
     builder, _, sizes = CASES[case]
     for dt in DTYPES:
@@ -460,19 +552,41 @@ def _mutations(case):
                  ("label-3d", lambda a: [a[0], np.zeros((a[0].shape[0], 1, 1))] + a[2:])]
     if name.endswith("backward") and name.startswith("softmax"):
         muts += [("dout-str", lambda a: a[:2] + ["1"]), ("dout-nan", lambda a: a[:2] + [np.nan])]
-    if name == "batchnorm_forward_train" or name == "spatial_batchnorm_forward_train":
+    if name in ("batchnorm_forward_train", "spatial_batchnorm_forward_train",
+                "affine_bn_relu_forward"):
+        im = CASES[case][1][0]      # running_mean, running_var, momentum, eps from here
+
         def readonly(pos):
             def f(a):
                 r = a[pos].copy()
                 r.flags.writeable = False
                 return a[:pos] + [r] + a[pos + 1:]
             return f
-        muts += [("rm-readonly", readonly(3)), ("rv-readonly", readonly(4)),
-                 ("momentum-high", lambda a: a[:5] + [1.5, a[6]]),
-                 ("momentum-bool", lambda a: a[:5] + [True, a[6]]),
-                 ("eps-zero", lambda a: a[:6] + [0.0]),
-                 ("eps-inf", lambda a: a[:6] + [np.inf]),
+        muts += [("rm-readonly", readonly(im)), ("rv-readonly", readonly(im + 1)),
+                 ("momentum-high", lambda a: a[:im + 2] + [1.5, a[im + 3]]),
+                 ("momentum-bool", lambda a: a[:im + 2] + [True, a[im + 3]]),
+                 ("eps-zero", lambda a: a[:im + 3] + [0.0]),
+                 ("eps-inf", lambda a: a[:im + 3] + [np.inf]),
                  ("no-rows", lambda a: [a[0][:0]] + a[1:])]
+    if name == "affine_bn_relu_forward":
+        # the batch norm's parameters and statistics follow W's columns, not x's
+        per_input = [(f"arg{pos}-per-input-feature", lambda a, pos=pos:
+                      a[:pos] + [np.ones(a[0].shape[1], a[0].dtype)] + a[pos + 1:])
+                     for pos in range(3, 7)]
+        muts += per_input + [
+            ("momentum-str", lambda a: a[:7] + ["0.9", a[8]]),
+            ("momentum-negative", lambda a: a[:7] + [-0.1, a[8]]),
+            ("eps-nan", lambda a: a[:8] + [np.nan]),
+            ("eps-none", lambda a: a[:8] + [None]),
+            ("x-W-mismatch", lambda a: [a[0][:, :-1]] + a[1:])]
+    if name == "affine_bn_relu_backward":
+        muts += [("out-rows", lambda a: a[:1] + [a[1][:-1]] + a[2:]),
+                 ("xhat-rows", lambda a: a[:2] + [a[2][:-1]] + a[3:]),
+                 ("dout-rows", lambda a: [a[0][:-1]] + a[1:]),
+                 ("x-rows", lambda a: a[:5] + [a[5][:-1]] + a[6:]),
+                 ("x-W-mismatch", lambda a: a[:5] + [a[5][:, :-1]] + a[6:]),
+                 ("gamma-short", lambda a: a[:3] + [a[3][:-1]] + a[4:]),
+                 ("inv_std-short", lambda a: a[:4] + [a[4][:-1]] + a[5:])]
     if name in ("batchnorm_forward_infer", "spatial_batchnorm_forward_infer",
                 "layernorm_forward", "instancenorm_forward"):
         muts.append(("eps-negative", lambda a: a[:-1] + [-1.0]))
@@ -780,6 +894,41 @@ def test_batchnorm_property(n, d, dtype, shift, spread, seed):
 
 
 @HYPO
+@given(n=pos_dims, d=dims, m=dims, dtype=dtypes, shift=st.floats(-1e3, 1e3),
+       spread=st.floats(1e-2, 1e2), momentum=st.floats(0.0, 1.0),
+       eps=st.sampled_from([1e-8, 1e-6, 1e-3]), fortran=st.booleans(),
+       need_dx=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_affine_bn_relu_property(n, d, m, dtype, shift, spread, momentum, eps, fortran,
+                                 need_dx, seed):
+    """The fused affine + batch norm + ReLU over any shape (N >= 1, D and M from 0),
+    bias shift, spread of the GEMM output and hyperparameters: outputs and running
+    statistics like the reference's, and the backward's gradients too."""
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (n, d), dtype)
+    W = rand(rng, (d, m), dtype, scale=spread / np.sqrt(max(d, 1)))
+    b = rand(rng, m, dtype, scale=spread, shift=shift)
+    g, beta = _bn_params(rng, dtype, m)
+    r_ref = _running(rng, dtype, m)
+    r_cy = clone(r_ref)
+    if fortran:
+        x, W = np.asfortranarray(x), np.asfortranarray(W)
+    args = [x, W, b, g, beta]
+    scales, (sm, sv) = _abr_forward_scales(*args, *r_ref, momentum, eps)
+    expected = REF["affine_bn_relu_forward"](*args, *r_ref, momentum, eps)
+    actual = CY["affine_bn_relu_forward"](*args, *r_cy, momentum, eps)
+    assert_close(actual, expected, scales)
+    assert (actual[0] >= 0).all()
+    assert_close(r_cy[0], r_ref[0], sm)
+    assert_close(r_cy[1], r_ref[1], sv)
+    dout = rand(rng, (n, m), dtype)
+    if fortran:
+        dout = np.asfortranarray(dout)
+    bargs = [dout, expected[0], expected[1], g, expected[2], x, W, need_dx]
+    assert_close(CY["affine_bn_relu_backward"](*bargs), REF["affine_bn_relu_backward"](*bargs),
+                 _abr_backward_scales(*bargs))
+
+
+@HYPO
 @given(shape=st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 6),
                        st.integers(0, 6)),
        dtype=dtypes, seed=st.integers(0, 2**32 - 1))
@@ -816,6 +965,73 @@ def test_optimizer_property(shapes, name, dtype, seed):
     n_states, hyper = OPTIMIZERS[name]
     params, grads, states = _opt_lists(rng, dtype, [tuple(s) for s in shapes], n_states)
     _run_both(name, params, grads, states, hyper)
+
+
+# ---------------------------------------------------------------- fused = composed
+
+def _composed_abr_forward(T, x, W, b, gamma, beta, running_mean, running_var, momentum, eps):
+    """affine_forward -> batchnorm_forward_train -> relu_forward of one backend."""
+    y, xhat, inv_std = T["batchnorm_forward_train"](T["affine_forward"](x, W, b), gamma, beta,
+                                                    running_mean, running_var, momentum, eps)
+    return T["relu_forward"](y), xhat, inv_std
+
+
+def _composed_abr_backward(T, dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
+    """relu_backward -> batchnorm_backward -> affine_backward of one backend."""
+    da, dgamma, dbeta = T["batchnorm_backward"](T["relu_backward"](dout, out), xhat, gamma,
+                                                inv_std)
+    dx, dW, db = T["affine_backward"](da, x, W, need_dx)
+    return dx, dW, db, dgamma, dbeta
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+@pytest.mark.parametrize("size", [dict(n=1, d=1, m=1), dict(), dict(n=2, d=1, m=3),
+                                  dict(d=0), dict(m=0), dict(n=64, d=300, m=100),
+                                  dict(n=400, d=100, m=257)],
+                         ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()) or "default")
+def test_affine_bn_relu_equals_the_kernels_in_turn(backend, size, rng, threads):
+    """In each backend the fused forward is affine_forward -> batchnorm_forward_train ->
+    relu_forward (out, xhat, inv_std, and the running statistics left as the batch norm
+    leaves them) and the fused backward is relu_backward -> batchnorm_backward ->
+    affine_backward, with need_dx=False skipping dx only: float64 to TOL, float32 within
+    TOL of the scale of the terms (the GEMM with the bias added in another order)."""
+    T = table(backend)
+    for nt in (1, 2):
+        threads(nt)
+        for dt in DTYPES:
+            args = _abr_fwd(rng, dt, **size)
+            scales, (sm, sv) = _abr_forward_scales(*args)
+            fused_args, composed_args = clone(args), clone(args)
+            fused = T["affine_bn_relu_forward"](*fused_args)
+            composed = _composed_abr_forward(T, *composed_args)
+            assert_close(fused, composed, scales)
+            assert_close(fused_args[5], composed_args[5], sm)
+            assert_close(fused_args[6], composed_args[6], sv)
+            if backend == "numpy":  # the reference is that composition, bit for bit
+                for a, e in zip(fused + tuple(fused_args[5:7]),
+                                composed + tuple(composed_args[5:7])):
+                    np.testing.assert_array_equal(a, e)
+            # the running statistics moved (unless there is nothing to move)
+            if size.get("m", 5):
+                assert not np.array_equal(fused_args[5], args[5])
+            for i in (0, 1, 2, 3, 4):
+                np.testing.assert_array_equal(fused_args[i], args[i])
+
+            out, xhat, inv_std = fused
+            n, m = out.shape
+            dout = rand(rng, (n, m), dt)
+            bargs = [dout, out, xhat, args[3], inv_std, args[0], args[1]]
+            bscales = _abr_backward_scales(*bargs)
+            want = _composed_abr_backward(T, *bargs)
+            got = T["affine_bn_relu_backward"](*bargs)
+            assert_close(got, want, bscales)
+            if backend == "numpy":
+                for a, e in zip(got, want):
+                    np.testing.assert_array_equal(a, e)
+            skipped = T["affine_bn_relu_backward"](*bargs, need_dx=False)
+            assert skipped[0] is None
+            for a, e in zip(skipped[1:], got[1:]):
+                np.testing.assert_array_equal(a, e)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

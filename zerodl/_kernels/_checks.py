@@ -245,6 +245,10 @@ def bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps):
 def affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var, momentum, eps):
     """Checks of a fused affine + batch norm + ReLU; returns (momentum, eps)."""
     affine_forward_args(x, W, b)
+    for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        float_array(name, v, 1)
+        shape_is(name, v, (W.shape[1],), "one per column of W")
     # the batch norm sees x @ W + b: x's rows, W's columns
     a = np.broadcast_to(np.zeros((), dtype=x.dtype), (x.shape[0], W.shape[1]))
     return bn_train_args(a, gamma, beta, running_mean, running_var, momentum, eps)

@@ -143,7 +143,10 @@ def _bn_backward(dout2, xhat2, gamma, inv_std):
     n = dout2.shape[0]
     dbeta = dout2.sum(axis=0, dtype=np.float64)
     dgamma = np.sum(dout2 * xhat2, axis=0, dtype=np.float64)
-    dx = (gamma * inv_std / n) * (n * dout2 - dbeta - xhat2 * dgamma)
+    if n == 0:  # no rows: no gradient (and no division by n)
+        dx = np.zeros(dout2.shape)
+    else:
+        dx = (gamma * inv_std / n) * (n * dout2 - dbeta - xhat2 * dgamma)
     dtype = dout2.dtype
     return dx.astype(dtype, copy=False), dgamma.astype(dtype), dbeta.astype(dtype)
 
