@@ -1036,8 +1036,8 @@ def test_affine_bn_relu_equals_the_kernels_in_turn(backend, size, rng, threads):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, d, m", [(100, 784, 100),   # split by rows of out / dW
-                                     (3, 700, 600),     # out has fewer rows than columns
-                                     (257, 129, 31)])   # uneven parts
+                                     (3, 2000, 600),    # out has fewer rows than columns
+                                     (257, 400, 31)])   # uneven parts
 def test_split_gemm_matches_reference(n, d, m, dtype, rng, threads):
     """Large enough affine GEMMs are cut across OpenMP threads (rows, or columns when
     there are fewer rows), each part a single-threaded BLAS call: any thread count and

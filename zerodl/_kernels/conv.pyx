@@ -414,10 +414,11 @@ cdef object _padded(x, Py_ssize_t p, int nt):
 
 
 cdef object _scratch(Py_ssize_t nt, Py_ssize_t rows, Py_ssize_t cols, dtype, bint used):
-    """Per-thread 2-D buffers (nt, rows, cols); a (1, 1, 1) stand-in when unused."""
+    """Per-thread 2-D buffers (nt, rows, cols); (nt, 1, 1) stand-ins when unused (every
+    thread still takes its slice)."""
     if used:
         return np.empty((nt, rows, cols), dtype=dtype)
-    return np.empty((1, 1, 1), dtype=dtype)
+    return np.empty((nt, 1, 1), dtype=dtype)
 
 
 # ---------------------------------------------------------------- kernels
@@ -548,7 +549,8 @@ cdef tuple _conv_grads(dout, pooled, argmax, col, W, Py_ssize_t n, Py_ssize_t c,
         # In range (checked), so any integer dtype converts to intp exactly.
         arg4 = np.ascontiguousarray(argmax, dtype=np.intp)
         dw_acc = np.zeros((nt, fn, k), dtype=np.float64)
-        part = np.empty((nt, max(k, 1)), dtype=dtype)
+        # rows a whole number of 64-byte lines apart: no two threads write one line
+        part = np.empty((nt, (k // 16 + 1) * 16), dtype=dtype)
         wy, wx = np.divmod(np.arange(ph * pw, dtype=np.intp), pw)
         dcol = _scratch(nt, oh * ow, k, dtype, dcol_used)
         planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, planes_used)
