@@ -25,6 +25,7 @@ def collect() -> dict:
         "reference_fallbacks": list(_kernels.fallbacks()),
         "zerodl_threads": _config.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "build": _kernels.build_info(),
         "blas": [],
     }
@@ -57,7 +58,8 @@ def render(d: dict) -> str:
         if key != "variant":
             lines.append(f"build {key}: {value}")
     lines.append(f"zerodl kernel threads: {d['zerodl_threads']} "
-                 f"(OMP_WAIT_POLICY={d.get('omp_wait_policy')})")
+                 f"(OMP_WAIT_POLICY={d.get('omp_wait_policy')}, "
+                 f"GOMP_SPINCOUNT={d.get('gomp_spincount')})")
     for pool in d["blas"]:
         if "note" in pool:
             lines.append(pool["note"])
