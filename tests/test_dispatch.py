@@ -351,3 +351,21 @@ def test_info_without_compiled_kernels():
                           "('backend', 'compiled_kernels', 'reference_fallbacks')}))")
     result = _last_json(_probe(code, ZERODL_BACKEND=None))
     assert result == {"backend": "numpy", "compiled_kernels": {}, "reference_fallbacks": []}
+
+
+@pytest.mark.skipif(not _kernels.cython_available(), reason="cython kernels not built")
+@pytest.mark.parametrize("user", [None, "PASSIVE"])
+def test_openmp_spin_default_is_set_only_while_the_kernels_load(user):
+    """libgomp starts with GOMP_SPINCOUNT=3000 unless the user chose a wait policy, and
+    the variable does not stay in the environment for other libraries' runtimes."""
+    code = ("import os; from zerodl import _kernels; _kernels.cython_available(); "
+            "print('GOMP_SPINCOUNT' in os.environ); print(_kernels.build_info()['openmp_wait'])")
+    env = subprocess_env(GOMP_SPINCOUNT=None, OMP_WAIT_POLICY=user)
+    out = run_python(["-c", code], env=env)
+    assert out.returncode == 0, out.stderr
+    left, wait = out.stdout.splitlines()
+    assert left == "False"
+    if user is None:
+        assert wait == "GOMP_SPINCOUNT=3000 (zerodl's default)"
+    else:
+        assert wait == "OMP_WAIT_POLICY=PASSIVE"

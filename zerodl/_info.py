@@ -24,8 +24,6 @@ def collect() -> dict:
         "compiled_kernels": _kernels.compiled_kernels(),
         "reference_fallbacks": list(_kernels.fallbacks()),
         "zerodl_threads": _config.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "build": _kernels.build_info(),
         "blas": [],
     }
@@ -57,9 +55,7 @@ def render(d: dict) -> str:
     for key, value in d["build"].items():
         if key != "variant":
             lines.append(f"build {key}: {value}")
-    lines.append(f"zerodl kernel threads: {d['zerodl_threads']} "
-                 f"(OMP_WAIT_POLICY={d.get('omp_wait_policy')}, "
-                 f"GOMP_SPINCOUNT={d.get('gomp_spincount')})")
+    lines.append(f"zerodl kernel threads: {d['zerodl_threads']}")
     for pool in d["blas"]:
         if "note" in pool:
             lines.append(pool["note"])

@@ -13,17 +13,19 @@ from __future__ import annotations
 import importlib
 import os
 
-# How long an OpenMP thread waiting for work spins before it sleeps.  libgomp reads this
-# once, when the first compiled module loads it, so it is set before any is imported; a
-# setting of the user's (OMP_WAIT_POLICY or GOMP_SPINCOUNT) wins.  libgomp's default
-# spins ~100x longer.  Measured on this project's 2-core VM (MLP / SimpleConvNet step,
-# 2 threads): idle machine - sleeping at once (PASSIVE) 0.89 / 6.6 ms, 3000 spins
-# 0.73 / 6.3 ms, spinning always 0.70 / 4.7 ms (waking a sleeping vCPU costs ~50 us,
-# which a 100k-parameter SGD step feels most: 68 vs 9 us); beside another 2-thread
-# process - PASSIVE 0.95 / 9.6 ms, 3000 spins 1.7 / 11 ms, 30000 spins 8.2 / 24 ms (a
-# spinning waiter holds the core its descheduled partner needs).
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+# How long an OpenMP thread waiting for work spins before it sleeps.  libgomp reads
+# GOMP_SPINCOUNT once, when it is loaded, so the variable is set only while the compiled
+# modules load (see _load_cython) and removed again: libgomp copies loaded later (such as
+# PyTorch's) keep their own defaults.  A setting of the user's (OMP_WAIT_POLICY or
+# GOMP_SPINCOUNT) wins.  libgomp's default spins ~100x longer.  Measured on this
+# project's 2-core VM (MLP / SimpleConvNet step, 2 threads): idle machine - sleeping at
+# once (PASSIVE) 0.89 / 6.6 ms, 3000 spins 0.73 / 6.3 ms, spinning always 0.70 / 4.7 ms
+# (waking a sleeping vCPU costs ~50 us, which a 100k-parameter SGD step feels most: 68
+# vs 9 us); beside another 2-thread process - PASSIVE 0.95 / 9.6 ms, 3000 spins
+# 1.7 / 11 ms, 30000 spins 8.2 / 24 ms (a spinning waiter holds the core its
+# descheduled partner needs).
+DEFAULT_GOMP_SPINCOUNT = "3000"
+_openmp_wait = "not loaded"  # what the kernels' libgomp was started with, for info()
 
 KERNEL_NAMES = (
     # affine and activations
@@ -113,13 +115,24 @@ def _load_cython() -> None:
     errors = []
     variants = set()
     wanted = _wanted_variant()
-    global _blas_controlled
-    for mod_name in CYTHON_MODULES:
-        try:
-            mod, got = _import_kernel_module(mod_name, wanted)
-        except ImportError as exc:
-            errors.append(f"{mod_name}: {exc}")
-            continue
+    global _blas_controlled, _openmp_wait
+    ours = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    if ours:
+        os.environ["GOMP_SPINCOUNT"] = DEFAULT_GOMP_SPINCOUNT
+    _openmp_wait = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",
+                                                                 "GOMP_SPINCOUNT")
+                             if k in os.environ) + (" (zerodl's default)" if ours else "")
+    try:
+        modules = []
+        for mod_name in CYTHON_MODULES:
+            try:
+                modules.append((mod_name, *_import_kernel_module(mod_name, wanted)))
+            except ImportError as exc:
+                errors.append(f"{mod_name}: {exc}")
+    finally:
+        if ours:
+            del os.environ["GOMP_SPINCOUNT"]
+    for mod_name, mod, got in modules:
         variants.add(got)
         probe = getattr(mod, "blas_threads_controlled", None)
         if probe is not None:
@@ -173,7 +186,8 @@ def build_info() -> dict:
     """Which build of the compiled kernels was imported, and whether the CPU has v3."""
     _load_cython()
     return {"variant": _variant, "cpu_supports_x86_64_v3": cpu_supports_v3(),
-            "blas_single_threaded_in_kernels": _blas_controlled}
+            "blas_single_threaded_in_kernels": _blas_controlled,
+            "openmp_wait": _openmp_wait}
 
 
 def table(backend: str) -> dict:
