@@ -610,7 +610,7 @@ def machine_info() -> dict:
 
 def compare(models=("mlp", "convnet"), repeats: int = 20, warmup: int = 3, variants=None,
             threads: int | None = DEFAULT_THREADS, batch_size: int = BATCH_SIZE,
-            seed: int = 0, block_seconds: float = 0.05, pause: float = 0.002,
+            seed: int = 0, block_seconds: float = 0.05, pause: float = 0.12,
             verify: bool = False, compile_models=("mlp",), log=None) -> dict:
     """Time the variants of each model in this process, interleaved.
 
@@ -618,7 +618,9 @@ def compare(models=("mlp", "convnet"), repeats: int = 20, warmup: int = 3, varia
     warmed up ``warmup`` times, then ``repeats`` rounds run each variant in turn (the first
     one rotating from round to round), each a block of ``k`` iterations lasting about
     ``block_seconds`` (k >= 1, from a calibration step); a block's time / k is one sample.
-    ``pause`` seconds between blocks let the spinning threads of the previous library park.
+    ``pause`` seconds between blocks let the spinning threads of the previous library park
+    (OpenBLAS's workers spin ~0.1 s after a GEMM; a 2 ms pause left PyTorch's MLP blocks
+    sharing the cores with them: median 17 ms, minimum 2.8 ms).
 
     Returns ``{"machine": ..., "settings": ..., "models": {model: {variant: {...}}}}``
     where each variant has ``median_ms``, ``q1_ms``, ``q3_ms``, ``min_ms``, ``samples_ms``
