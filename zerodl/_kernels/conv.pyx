@@ -333,7 +333,7 @@ cdef inline void _pooled_image_grads(const floating[:, :, ::1] dpool,
                 dcol[pos, kk] = 0
     for f in range(dpool.shape[0]):
         acc = 0
-        wrow = &wmat[f, 0]
+        wrow = &wmat[f, 0] if k else NULL
         for kk in range(k):
             part[kk] = 0
         for qy in range(dpool.shape[1]):
