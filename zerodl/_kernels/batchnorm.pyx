@@ -272,8 +272,9 @@ cdef void _bn_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
     cdef floating* p = <floating*>(work + 2 * nt * d)
     cdef floating* q = <floating*>(work + (2 * nt + 1) * d)
     cdef floating* r = <floating*>(work + (2 * nt + 2) * d)
-    cdef const floating* dp = &dout[0, 0]
-    cdef const floating* hp = &xhat[0, 0]
+    # no rows: nothing to point at (the loops below then run over no rows)
+    cdef const floating* dp = &dout[0, 0] if n > 0 else NULL
+    cdef const floating* hp = &xhat[0, 0] if n > 0 else NULL
     memset(work, 0, 2 * nt * d * sizeof(double))
     # per-thread column sums of dout and dout * xhat
     if n > 0:
