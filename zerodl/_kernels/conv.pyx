@@ -302,6 +302,28 @@ cdef void _conv_backward_run(const floating[:, :, ::1] dout, const floating[:, :
                             s, p, oh, ow)
 
 
+cdef inline void _add_rows(floating* part, const floating** rows, const floating* g,
+                           int count, Py_ssize_t k) noexcept nogil:
+    """part += sum_i g[i] * rows[i] for count <= 4 rows of k: four rows per pass over part,
+    so its elements are loaded and stored once per four terms (adding one row at a time
+    waited on the previous store every time)."""
+    cdef Py_ssize_t kk
+    cdef int i
+    cdef const floating* a
+    cdef const floating* b
+    cdef const floating* c
+    cdef const floating* d
+    if count == 4:
+        a, b, c, d = rows[0], rows[1], rows[2], rows[3]
+        for kk in range(k):
+            part[kk] += (g[0] * a[kk] + g[1] * b[kk]) + (g[2] * c[kk] + g[3] * d[kk])
+        return
+    for i in range(count):
+        a = rows[i]
+        for kk in range(k):
+            part[kk] += g[i] * a[kk]
+
+
 cdef inline void _pooled_image_grads(const floating[:, :, ::1] dpool,
                                      const floating[:, :, ::1] gate,
                                      const Py_ssize_t[:, :, ::1] arg,
@@ -322,11 +344,13 @@ cdef inline void _pooled_image_grads(const floating[:, :, ::1] dpool,
     offsets (fy, fx) of each argmax value, so no division per window."""
     cdef Py_ssize_t f, qy, qx, idx, iy, ix, pos, kk, k = wmat.shape[1]
     cdef double acc
-    cdef const floating* crow
     cdef const floating* wrow
     cdef double* dwf
     cdef floating* drow
     cdef floating gf
+    cdef const floating* pend_rows[4]
+    cdef floating pend_g[4]
+    cdef int pending
     if need_dx:
         for pos in range(dcol.shape[0]):
             for kk in range(k):
@@ -336,6 +360,7 @@ cdef inline void _pooled_image_grads(const floating[:, :, ::1] dpool,
         wrow = &wmat[f, 0] if k else NULL
         for kk in range(k):
             part[kk] = 0
+        pending = 0
         for qy in range(dpool.shape[1]):
             for qx in range(dpool.shape[2]):
                 if not gate[f, qy, qx] > 0:
@@ -353,13 +378,17 @@ cdef inline void _pooled_image_grads(const floating[:, :, ::1] dpool,
                 if k == 0:
                     continue
                 pos = iy * ow + ix
-                crow = &col[r0 + pos, 0]
-                for kk in range(k):
-                    part[kk] += gf * crow[kk]
+                pend_rows[pending] = &col[r0 + pos, 0]
+                pend_g[pending] = gf
+                pending = pending + 1
+                if pending == 4:
+                    _add_rows(part, pend_rows, pend_g, 4, k)
+                    pending = 0
                 if need_dx:
                     drow = &dcol[pos, 0]
                     for kk in range(k):
                         drow[kk] += gf * wrow[kk]
+        _add_rows(part, pend_rows, pend_g, pending, k)
         db[f] = acc
         dwf = &dw[f, 0] if k else NULL
         for kk in range(k):
