@@ -230,28 +230,51 @@ def bn_backward_args(dout, xhat, gamma, inv_std, features_axis_shape):
     shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
 
 
-def bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps):
-    """Checks of training-mode batch norm over the rows of x (N, D); returns the checked
-    (momentum, eps)."""
-    if x.shape[0] < 1:
-        raise ValueError("x must have at least one row to compute batch statistics")
-    norm_params(x, gamma, beta, x.shape[1])
-    running_stats(x, running_mean, running_var, x.shape[1])
+def _bn_train_params(x, gamma, beta, running_mean, running_var, momentum, eps,
+                     features):
+    """Checks shared by the training-mode batch norms: parameters and running statistics
+    of `features` features in x's dtype; returns the checked (momentum, eps)."""
+    norm_params(x, gamma, beta, features)
+    running_stats(x, running_mean, running_var, features)
     writable("running_mean", running_mean)
     writable("running_var", running_var)
     return bn_hyper(momentum, eps)
 
 
+def _bn_rows(x):
+    if x.shape[0] < 1:
+        raise ValueError("x must have at least one row to compute batch statistics")
+
+
+def bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps):
+    """Checks of training-mode batch norm over the rows of x (N, D); returns the checked
+    (momentum, eps)."""
+    _bn_rows(x)
+    return _bn_train_params(x, gamma, beta, running_mean, running_var, momentum, eps,
+                            x.shape[1])
+
+
+def spatial_bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps):
+    """Checks of training-mode batch norm of x (N, C, H, W) per channel; returns the
+    checked (momentum, eps)."""
+    float_array("x", x, 4)
+    n, c, h, w = x.shape
+    if n * h * w < 1:
+        raise ValueError("x must have at least one value per channel to compute batch statistics")
+    return _bn_train_params(x, gamma, beta, running_mean, running_var, momentum, eps, c)
+
+
 def affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var, momentum, eps):
-    """Checks of a fused affine + batch norm + ReLU; returns (momentum, eps)."""
+    """Checks of a fused affine + batch norm + ReLU; returns (momentum, eps).  The batch
+    norm sees x @ W + b: x's rows, one feature per column of W."""
     affine_forward_args(x, W, b)
     for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
                     ("running_var", running_var)):
         float_array(name, v, 1)
         shape_is(name, v, (W.shape[1],), "one per column of W")
-    # the batch norm sees x @ W + b: x's rows, W's columns
-    a = np.broadcast_to(np.zeros((), dtype=x.dtype), (x.shape[0], W.shape[1]))
-    return bn_train_args(a, gamma, beta, running_mean, running_var, momentum, eps)
+    _bn_rows(x)
+    return _bn_train_params(x, gamma, beta, running_mean, running_var, momentum, eps,
+                            W.shape[1])
 
 
 def affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W):
@@ -261,6 +284,37 @@ def affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W):
     same_dtype(dout=dout, out=out)
     shape_is("out", out, dout.shape, "the shape of dout")
     affine_backward_args(dout, x, W)
+
+
+def rownorm_forward_args(x, gamma, beta, eps, ndim):
+    """Checks of layer norm (ndim 2) and instance norm (ndim 4): gamma and beta have one
+    entry per feature or channel, axis 1 of x.  Returns the checked eps."""
+    float_array("x", x, ndim)
+    norm_params(x, gamma, beta, x.shape[1])
+    return real("eps", eps, 0.0, low_open=True)
+
+
+def layernorm_backward_args(dout, xhat, gamma, inv_std):
+    float_array("dout", dout, 2)
+    float_array("xhat", xhat, 2)
+    float_array("gamma", gamma, 1)
+    float_array("inv_std", inv_std, 1)
+    same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
+    shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
+
+
+def instancenorm_backward_args(dout, xhat, gamma, inv_std):
+    float_array("dout", dout, 4)
+    float_array("xhat", xhat, 4)
+    float_array("gamma", gamma, 1)
+    float_array("inv_std", inv_std, 2)
+    same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    n, c, h, w = dout.shape
+    shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    shape_is("gamma", gamma, (c,), "one per channel")
+    shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
 
 
 def conv_forward_args(x, W, b, stride, pad):

@@ -215,15 +215,8 @@ def _from_rows(x2, shape):
 def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
                                     momentum=0.9, eps=1e-6):
     """Batch norm of x (N, C, H, W) per channel over (N, H, W), like BatchNorm2d."""
-    chk.float_array("x", x, 4)
-    n, c, h, w = x.shape
-    if n * h * w < 1:
-        raise ValueError("x must have at least one value per channel to compute batch statistics")
-    chk.norm_params(x, gamma, beta, c)
-    chk.running_stats(x, running_mean, running_var, c)
-    chk.writable("running_mean", running_mean)
-    chk.writable("running_var", running_var)
-    momentum, eps = chk.bn_hyper(momentum, eps)
+    momentum, eps = chk.spatial_bn_train_args(x, gamma, beta, running_mean, running_var,
+                                              momentum, eps)
     out, xhat, inv_std = _bn_train(_to_rows(x), gamma, beta, running_mean, running_var,
                                    momentum, eps)
     return _from_rows(out, x.shape), _from_rows(xhat, x.shape), inv_std
@@ -269,32 +262,21 @@ def _rownorm_backward(dxhat2, xhat2, inv_std):
 
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
-    chk.float_array("x", x, 2)
-    chk.norm_params(x, gamma, beta, x.shape[1])
-    eps = chk.real("eps", eps, 0.0, low_open=True)
+    eps = chk.rownorm_forward_args(x, gamma, beta, eps, 2)
     xhat, inv_std = _rownorm(x, eps)
     return xhat * gamma + beta, xhat, inv_std
 
 
 def layernorm_backward(dout, xhat, gamma, inv_std):
-    chk.float_array("dout", dout, 2)
-    chk.float_array("xhat", xhat, 2)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 1)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
-    chk.shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
+    chk.layernorm_backward_args(dout, xhat, gamma, inv_std)
     dx = _rownorm_backward(dout * gamma, xhat, inv_std)
     return dx, _sum0(dout * xhat), _sum0(dout)
 
 
 def instancenorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
-    chk.float_array("x", x, 4)
+    eps = chk.rownorm_forward_args(x, gamma, beta, eps, 4)
     n, c, h, w = x.shape
-    chk.norm_params(x, gamma, beta, c)
-    eps = chk.real("eps", eps, 0.0, low_open=True)
     xhat2, inv_std = _rownorm(x.reshape(n * c, h * w), eps)
     xhat = xhat2.reshape(x.shape)
     out = xhat * gamma.reshape(1, c, 1, 1) + beta.reshape(1, c, 1, 1)
@@ -302,15 +284,8 @@ def instancenorm_forward(x, gamma, beta, eps=1e-5):
 
 
 def instancenorm_backward(dout, xhat, gamma, inv_std):
-    chk.float_array("dout", dout, 4)
-    chk.float_array("xhat", xhat, 4)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 2)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.instancenorm_backward_args(dout, xhat, gamma, inv_std)
     n, c, h, w = dout.shape
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, (c,), "one per channel")
-    chk.shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
     dxhat = dout * gamma.reshape(1, c, 1, 1)
     dx = _rownorm_backward(dxhat.reshape(n * c, h * w), xhat.reshape(n * c, h * w),
                            inv_std.reshape(n * c)).reshape(dout.shape)

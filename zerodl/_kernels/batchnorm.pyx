@@ -586,15 +586,9 @@ cdef void _sbn_train(const floating[:, :, ::1] x, const floating[::1] gamma,
 def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
                                     momentum=0.9, eps=1e-6):
     """Batch norm of x (N, C, H, W) per channel over (N, H, W), like BatchNorm2d."""
-    chk.float_array("x", x, 4)
+    momentum, eps = chk.spatial_bn_train_args(x, gamma, beta, running_mean, running_var,
+                                              momentum, eps)
     n, c, h, w = x.shape
-    if n * h * w < 1:
-        raise ValueError("x must have at least one value per channel to compute batch statistics")
-    chk.norm_params(x, gamma, beta, c)
-    chk.running_stats(x, running_mean, running_var, c)
-    chk.writable("running_mean", running_mean)
-    chk.writable("running_var", running_var)
-    momentum, eps = chk.bn_hyper(momentum, eps)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype
     out = np.empty((n, c, h, w), dtype=dtype)
@@ -857,9 +851,7 @@ cdef void _rownorm_backward_rows(const floating* dout, const floating* xhat,
 
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each row of x (N, D) over its D features; gamma, beta (D,)."""
-    chk.float_array("x", x, 2)
-    chk.norm_params(x, gamma, beta, x.shape[1])
-    eps = chk.real("eps", eps, 0.0, low_open=True)
+    eps = chk.rownorm_forward_args(x, gamma, beta, eps, 2)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
     dtype = x.dtype
@@ -906,14 +898,7 @@ cdef void _layernorm_backward(const floating[:, ::1] dout, const floating[:, ::1
 
 
 def layernorm_backward(dout, xhat, gamma, inv_std):
-    chk.float_array("dout", dout, 2)
-    chk.float_array("xhat", xhat, 2)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 1)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
-    chk.shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
+    chk.layernorm_backward_args(dout, xhat, gamma, inv_std)
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     n, d = dout.shape
     dtype = dout.dtype
@@ -935,10 +920,8 @@ def layernorm_backward(dout, xhat, gamma, inv_std):
 
 def instancenorm_forward(x, gamma, beta, eps=1e-5):
     """Normalise each (sample, channel) plane of x (N, C, H, W); gamma, beta (C,)."""
-    chk.float_array("x", x, 4)
+    eps = chk.rownorm_forward_args(x, gamma, beta, eps, 4)
     n, c, h, w = x.shape
-    chk.norm_params(x, gamma, beta, c)
-    eps = chk.real("eps", eps, 0.0, low_open=True)
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype
     out = np.empty((n, c, h, w), dtype=dtype)
@@ -993,15 +976,8 @@ cdef void _instancenorm_backward(const floating[:, ::1] dout, const floating[:, 
 
 
 def instancenorm_backward(dout, xhat, gamma, inv_std):
-    chk.float_array("dout", dout, 4)
-    chk.float_array("xhat", xhat, 4)
-    chk.float_array("gamma", gamma, 1)
-    chk.float_array("inv_std", inv_std, 2)
-    chk.same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    chk.instancenorm_backward_args(dout, xhat, gamma, inv_std)
     n, c, h, w = dout.shape
-    chk.shape_is("xhat", xhat, dout.shape, "the shape of dout")
-    chk.shape_is("gamma", gamma, (c,), "one per channel")
-    chk.shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     dtype = dout.dtype
     dx = np.empty((n, c, h, w), dtype=dtype)
