@@ -147,3 +147,23 @@ cdef inline void gemm_rm_split(bint trans_a, bint trans_b, int m, int n, int k,
             gemm_rm(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
                     b + (<Py_ssize_t> lo * ldb if trans_b else lo), ldb, beta,
                     c + lo, ldc)
+
+
+cdef inline void gemm_rm_parallel(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
+                                  Py_ssize_t k, const floating* a, Py_ssize_t lda,
+                                  const floating* b, Py_ssize_t ldb, floating beta,
+                                  floating* c, Py_ssize_t ldc, int max_threads) noexcept nogil:
+    """Row-major C (m, n) = op(A) @ op(B) + beta * C on up to max_threads of zerodl's
+    OpenMP threads (gemm_rm_split), with BLAS held to one thread for the call (and the
+    product on one thread when BLAS's threads cannot be set).  Nothing when a dimension
+    is 0: C keeps its values, so callers clear it themselves where k == 0 means zeros."""
+    cdef int held
+    if m == 0 or n == 0 or k == 0:
+        return
+    held = blas_hold_single()
+    if held < 0:
+        max_threads = 1
+    gemm_rm_split(trans_a, trans_b, <int> m, <int> n, <int> k, <floating> 1, a, <int> lda,
+                  b, <int> ldb, beta, c, <int> ldc, gemm_threads(m, n, k, max_threads))
+    blas_release(held)
+

@@ -16,8 +16,7 @@ from libc.string cimport memcpy, memset
 
 from zerodl._kernels import _checks as chk
 from zerodl._config import get_num_threads
-from zerodl._kernels._blas cimport (blas_controllable, blas_hold_single, blas_release,
-                                    gemm_rm_split, gemm_threads)
+from zerodl._kernels._blas cimport blas_controllable, gemm_rm_parallel
 from zerodl._kernels._util cimport zd_sum_f32, zd_sum_f64
 
 cnp.import_array()
@@ -53,34 +52,22 @@ cdef inline int _ld(const Operand* op) noexcept nogil:
 cdef inline void _gemm(const Operand* a, bint ta, const Operand* b, bint tb, Py_ssize_t m,
                        Py_ssize_t n, Py_ssize_t k, floating* c, floating beta,
                        int max_threads) noexcept nogil:
-    # C (m, n) = op(A) @ op(B) + beta * C, op(X) = X or X.T as the operand and flag say;
-    # on up to max_threads OpenMP threads (BLAS is held to one thread by the caller)
-    gemm_rm_split(a.trans != ta, b.trans != tb, <int>m, <int>n, <int>k, 1,
-                  <const floating*>a.data, _ld(a), <const floating*>b.data, _ld(b), beta, c,
-                  <int>n, gemm_threads(m, n, k, max_threads))
-
-
-cdef inline int _hold_blas(int* max_threads) noexcept nogil:
-    # BLAS single-threaded for the call; if its threads cannot be set, no splitting
-    cdef int held = blas_hold_single()
-    if held < 0:
-        max_threads[0] = 1
-    return held
+    # C (m, n) = op(A) @ op(B) + beta * C, op(X) = X or X.T as the operand and flag say,
+    # on up to max_threads OpenMP threads
+    gemm_rm_parallel(a.trans != ta, b.trans != tb, m, n, k, <const floating*>a.data, _ld(a),
+                     <const floating*>b.data, _ld(b), beta, c, n, max_threads)
 
 
 cdef void _forward(const Operand* x, const Operand* W, const floating* b, floating* out,
                    Py_ssize_t n, Py_ssize_t d, Py_ssize_t m, int nt) noexcept nogil:
     # out (N, M) = x (N, D) @ W (D, M) + b
     cdef Py_ssize_t i
-    cdef int held
     if n == 0 or m == 0:
         return
     for i in range(n):
         memcpy(out + i * m, b, m * sizeof(floating))
     if d > 0:
-        held = _hold_blas(&nt)
         _gemm(x, False, W, False, n, m, d, out, 1, nt)
-        blas_release(held)
 
 
 cdef void _column_sums(const Operand* a, floating* out, double* acc,
@@ -108,7 +95,6 @@ cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, flo
                     floating* dW, floating* db, double* acc, Py_ssize_t n, Py_ssize_t d,
                     Py_ssize_t m, int nt) noexcept nogil:
     # dx NULL: the input gradient is not wanted
-    cdef int held = _hold_blas(&nt)
     if m > 0:
         if n > 0:
             _column_sums(dout, db, acc, m)
@@ -124,7 +110,6 @@ cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, flo
             _gemm(x, True, dout, False, d, m, n, dW, 0, nt)     # dW = x.T @ dout
         else:
             memset(dW, 0, d * m * sizeof(floating))
-    blas_release(held)
 
 
 def affine_forward(x, W, b):

@@ -23,8 +23,7 @@ from libc.string cimport memset
 
 from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._blas cimport (blas_hold_single, blas_release, gemm_rm_split,
-                                    gemm_threads)
+from zerodl._kernels._blas cimport gemm_rm_parallel
 from zerodl._kernels._util cimport (
     part_start, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
@@ -358,23 +357,6 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
 # The hidden block of the book's MultiLayerNetExtend in one call each way: the GEMM
 # output, its normalisation and the ReLU stay in cache between the steps.
 
-cdef void _gemm_hold(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                     floating beta, floating* c, int max_threads) noexcept nogil:
-    """Row-major C (m, n) = op(A) @ op(B) + beta * C on up to max_threads OpenMP threads,
-    with BLAS held to one thread; nothing when a dimension is 0 (C keeps beta * C = C
-    for beta 1, and callers clear C themselves for k == 0)."""
-    cdef int held
-    if m == 0 or n == 0 or k == 0:
-        return
-    held = blas_hold_single()
-    if held < 0:
-        max_threads = 1
-    gemm_rm_split(ta, tb, <int> m, <int> n, <int> k, <floating> 1, a, <int> lda, b, <int> ldb,
-                  beta, c, <int> n, gemm_threads(m, n, k, max_threads))
-    blas_release(held)
-
-
 cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
                        const floating[::1] b, const floating[::1] gamma,
                        const floating[::1] beta, floating[:] running_mean,
@@ -389,7 +371,8 @@ cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
         for j in range(m):
             a[i, j] = b[j]
     if d > 0:
-        _gemm_hold(False, False, n, m, d, &x[0, 0], d, &W[0, 0], m, 1, &a[0, 0], gemm_nt)
+        gemm_rm_parallel(False, False, n, m, d, &x[0, 0], d, &W[0, 0], m, 1, &a[0, 0], m,
+                         gemm_nt)
     _bn_train(a, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std,
               work, nt)
     # ReLU in place: x < 0 ? 0 : x, as the compiled relu_forward (NaN stays NaN)
@@ -454,9 +437,11 @@ cdef void _abr_backward(const floating[:, ::1] dout, const floating[:, ::1] out,
         db[j] = <floating> acc[j]
     if d == 0 or n == 0:
         return  # dW was cleared by the caller when n == 0
-    _gemm_hold(True, False, d, m, n, &x[0, 0], d, &da[0, 0], m, 0, &dW[0, 0], gemm_nt)
+    gemm_rm_parallel(True, False, d, m, n, &x[0, 0], d, &da[0, 0], m, 0, &dW[0, 0], m,
+                     gemm_nt)
     if need_dx:
-        _gemm_hold(False, True, n, d, m, &da[0, 0], m, &W[0, 0], m, 0, &dx[0, 0], gemm_nt)
+        gemm_rm_parallel(False, True, n, d, m, &da[0, 0], m, &W[0, 0], m, 0, &dx[0, 0], d,
+                         gemm_nt)
 
 
 def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
