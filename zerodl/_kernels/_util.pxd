@@ -11,6 +11,7 @@
 # also compiled for AVX2 and AVX-512 (target_clones, resolved once at load time).
 # Conditionals are bit selects (zd_self/zd_seld): with the default -ftrapping-math GCC
 # sinks the arithmetic of each arm of a ?: into a branch and gives up vectorising.
+from cython cimport floating
 
 cdef extern from *:
     """
@@ -422,6 +423,16 @@ cdef extern from *:
     double zd_sqdev_f64(const double* x, Py_ssize_t n, double mean) noexcept nogil
     void zd_sum_dot_f32(const float* a, const float* b, Py_ssize_t n, float g, double* s1, double* s2) noexcept nogil
     void zd_sum_dot_f64(const double* a, const double* b, Py_ssize_t n, double g, double* s1, double* s2) noexcept nogil
+
+
+cdef inline void relu_into(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    """out = ReLU(x) for n contiguous elements (out may be x): x < 0 ? 0 : x keeps NaN like
+    np.maximum(x, 0) (and -0.0, where np.maximum gives +0.0: the two compare equal).
+    relu_forward and the fused kernels all rectify through here."""
+    cdef Py_ssize_t i
+    cdef floating zero = 0
+    for i in range(n):
+        out[i] = zero if x[i] < zero else x[i]
 
 
 cdef inline int threads_for(Py_ssize_t work, Py_ssize_t min_work, int max_threads) noexcept nogil:

@@ -11,8 +11,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._util cimport (part_start, work_threads, zd_sigmoid_f32, zd_sigmoid_f64,
-                                   zd_tanh_f32, zd_tanh_f64)
+from zerodl._kernels._util cimport (part_start, relu_into, work_threads, zd_sigmoid_f32,
+                                   zd_sigmoid_f64, zd_tanh_f32, zd_tanh_f64)
 
 # Elements per thread below which a second thread costs more than it saves: cheap
 # elementwise loops (ReLU, the backward products) are memory-bound, transcendental ones
@@ -34,13 +34,8 @@ cdef enum Op:
 # float32 loops into double arithmetic.
 
 cdef void _unary(Op op, const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating zero = 0
     if op == RELU_FWD:
-        # x < 0 ? 0 : x keeps NaN like np.maximum(x, 0) (and -0.0, where np.maximum gives
-        # +0.0: the two compare equal).
-        for i in range(n):
-            out[i] = zero if x[i] < zero else x[i]
+        relu_into(x, out, n)
     elif op == SIGMOID_FWD:
         # 1 / (1 + exp(-x)): the logistic function; exp(-x) = inf gives exactly 0.
         if floating is float:

@@ -25,7 +25,7 @@ from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._blas cimport gemm_rm_parallel
 from zerodl._kernels._util cimport (
-    part_start, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
+    part_start, relu_into, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
     zd_colsums_dot_f64, zd_colsums_shifted_f32, zd_colsums_shifted_f64, zd_shifted_sums_f32,
     zd_shifted_sums_f64, zd_sqdev_f32, zd_sqdev_f64, zd_sum_dot_f32, zd_sum_dot_f64,
@@ -364,7 +364,6 @@ cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
                        floating[:, ::1] a, floating[:, ::1] out, floating[:, ::1] xhat,
                        floating[::1] inv_std, double* work, int nt, int gemm_nt) noexcept nogil:
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1], i, j
-    cdef floating v, zero = 0
     if m == 0:
         return
     for i in range(n):
@@ -375,11 +374,7 @@ cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
                          gemm_nt)
     _bn_train(a, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std,
               work, nt)
-    # ReLU in place: x < 0 ? 0 : x, as the compiled relu_forward (NaN stays NaN)
-    for i in range(n):
-        for j in range(m):
-            v = out[i, j]
-            out[i, j] = zero if v < zero else v
+    relu_into(&out[0, 0], &out[0, 0], n * m)
 
 
 def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, momentum=0.9,

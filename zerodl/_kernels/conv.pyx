@@ -21,6 +21,7 @@ import numpy as np
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
+from zerodl._kernels._util cimport relu_into
 from zerodl._kernels._pool_helpers cimport max_plane
 
 # ---------------------------------------------------------------- BLAS held to one thread
@@ -235,14 +236,9 @@ cdef inline void _image_backward(const floating[:, ::1] dconv, const floating[:,
 cdef inline void _relu_pool_plane(floating[:, ::1] plane, floating[:, ::1] out,
                                   Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
                                   Py_ssize_t s, Py_ssize_t p) noexcept nogil:
-    """ReLU over one conv-output plane in place (x < 0 ? 0 : x, as the compiled
-    relu_forward: NaN stays NaN), then its max pooling into out and arg."""
-    cdef Py_ssize_t iy, ix
-    cdef floating v, zero = 0
-    for iy in range(plane.shape[0]):
-        for ix in range(plane.shape[1]):
-            v = plane[iy, ix]
-            plane[iy, ix] = zero if v < zero else v
+    """ReLU over one conv-output plane in place (as relu_forward), then its max pooling
+    into out and arg."""
+    relu_into(&plane[0, 0], &plane[0, 0], plane.shape[0] * plane.shape[1])
     if ph == 2 and pw == 2:
         max_plane(plane, out, arg, 2, 2, s, p)
     elif ph == 3 and pw == 3:
