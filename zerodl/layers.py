@@ -242,14 +242,17 @@ class BatchNormalization(_Norm):
     def _features(self, x):
         return x.shape[1]
 
+    def _init_running(self, features, dtype):
+        """Zero running statistics, sized by the first input, unless given or kept."""
+        if self.running_mean is None:
+            self.running_mean = np.zeros(features, dtype=dtype)
+            self.running_var = np.zeros(features, dtype=dtype)
+
     def forward(self, x, train_flg=True):
         x = self._input(x)
         self.input_shape = x.shape
         x = self._shape_in(x)
-        if self.running_mean is None:
-            d = self._features(x)
-            self.running_mean = np.zeros(d, dtype=x.dtype)
-            self.running_var = np.zeros(d, dtype=x.dtype)
+        self._init_running(self._features(x), x.dtype)
         if train_flg:
             out, self.xhat, self.inv_std = getattr(ops, self._kernels[0])(
                 x, self.gamma, self.beta, self.running_mean, self.running_var,
@@ -456,10 +459,7 @@ class AffineBNReLU(Layer):
             y = bn.forward(affine.forward(x), train_flg=False)
             return self.relu.forward(y)
         x = affine._rows(x)
-        if bn.running_mean is None:
-            m = affine.W.shape[1]
-            bn.running_mean = np.zeros(m, dtype=x.dtype)
-            bn.running_var = np.zeros(m, dtype=x.dtype)
+        bn._init_running(affine.W.shape[1], x.dtype)
         bn.input_shape = (x.shape[0], affine.W.shape[1])
         self.out, bn.xhat, bn.inv_std = ops.affine_bn_relu_forward(
             x, affine.W, affine.b, bn.gamma, bn.beta, bn.running_mean, bn.running_var,

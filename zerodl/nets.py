@@ -130,14 +130,18 @@ class Network:
             self._steps_list, self._steps_key = steps, key
         return self._steps_list
 
-    # -- the book's API
-    def predict(self, x, train_flg=False):
-        x = as_float(x, self.dtype)
-        # Training-mode forwards go layer by layer, so that the book's layer-by-layer
-        # backward finds every layer's state; inference may take the fused steps.
-        for layer in (self.layers.values() if train_flg else self._steps()):
+    @staticmethod
+    def _forward(layers, x, train_flg):
+        for layer in layers:
             x = layer.forward(x, train_flg) if layer.train_dependent else layer.forward(x)
         return x
+
+    # -- the book's API
+    def predict(self, x, train_flg=False):
+        # Training-mode forwards go layer by layer, so that the book's layer-by-layer
+        # backward finds every layer's state; inference may take the fused steps.
+        layers = self.layers.values() if train_flg else self._steps()
+        return self._forward(layers, as_float(x, self.dtype), train_flg)
 
     def _decay_weights(self):
         return [self.params[k] for k in self.params if k.startswith("W")]
@@ -209,13 +213,11 @@ class Network:
 
         Equal to ``optimizer.update(params, gradient(x, t))``, but Convolution - Relu -
         Pooling and Affine - BatchNormalization - Relu run fused (:meth:`_steps`), the
-        first layer skips its input gradient,
-        the gradients are gathered into ``flat_grads`` and an optimizer that supports it
-        updates every parameter in one kernel call over ``flat_params``."""
+        first layer skips its input gradient, the gradients are gathered into
+        ``flat_grads`` and an optimizer that supports it updates every parameter in one
+        kernel call over ``flat_params``."""
         steps = self._steps()
-        y = as_float(x, self.dtype)
-        for layer in steps:
-            y = layer.forward(y, True) if layer.train_dependent else layer.forward(y)
+        y = self._forward(steps, as_float(x, self.dtype), True)
         loss = self.last_layer.forward(y, t) + self.regularization_loss()
         dout = self.last_layer.backward(1)
         for i in range(len(steps) - 1, 0, -1):
