@@ -204,7 +204,7 @@ cdef inline void _image_backward(const floating[:, ::1] dconv, const floating[:,
     need_dx, dcol = dconv.T @ wmat (P, K) folded at once into dx (C, H, W) (col2im).
     dconv.T is first copied to rows (the same pass as db): OpenBLAS took ~1.4x longer
     with the transposed left operand at 100x1x28x28 k5."""
-    cdef Py_ssize_t f, q, c, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
+    cdef Py_ssize_t f, q, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
     cdef double acc
     cdef floating v
     for f in range(fn):
@@ -226,6 +226,16 @@ cdef inline void _image_backward(const floating[:, ::1] dconv, const floating[:,
         return
     gemm_rm(False, False, <int> npix, <int> k, <int> fn, <floating> 1, &rows[0, 0],
             <int> fn, &wmat[0, 0], <int> k, <floating> 0, &dcol[0, 0], <int> k)
+    _fold_image(dcol, plane, dx, fh, fw, s, p, oh, ow)
+
+
+cdef inline void _fold_image(const floating[:, ::1] dcol, floating[:, ::1] plane,
+                             floating[:, :, ::1] dx, Py_ssize_t fh, Py_ssize_t fw,
+                             Py_ssize_t s, Py_ssize_t p, Py_ssize_t oh,
+                             Py_ssize_t ow) noexcept nogil:
+    """dx (C, H, W) = col2im of one image's dcol (OH*OW, C*FH*FW); plane is the padded
+    scratch plane (unused when p == 0, where the sums go straight into dx)."""
+    cdef Py_ssize_t c
     for c in range(dx.shape[0]):
         if p:
             _fold_plane(dcol, 0, c, plane, dx[c], p, oh, ow, s, fh, fw)
@@ -403,7 +413,7 @@ cdef void _pooled_backward_run(const floating[:, :, :, ::1] dpool,
                                Py_ssize_t ps, Py_ssize_t pp, int nt):
     """One task per image (static schedule, as _conv_backward_run): its sparse gradients
     (_pooled_image_grads), then, when need_dx, its dcol folded into dx[n] (col2im)."""
-    cdef Py_ssize_t n, c, npix = oh * ow
+    cdef Py_ssize_t n, npix = oh * ow
     cdef int tid
     with nogil:
         for n in prange(dpool.shape[0], num_threads=nt, schedule="static"):
@@ -412,13 +422,7 @@ cdef void _pooled_backward_run(const floating[:, :, :, ::1] dpool,
                                 db_part[n], &part[tid, 0], dcol[tid], need_dx, wy, wx,
                                 ps, pp, oh, ow)
             if need_dx:
-                for c in range(dx.shape[1]):
-                    if p:
-                        _fold_plane(dcol[tid], 0, c, planes[tid], dx[n, c], p, oh, ow, s,
-                                    fh, fw)
-                    else:
-                        _fold_plane(dcol[tid], 0, c, dx[n, c], dx[n, c], p, oh, ow, s, fh,
-                                    fw)
+                _fold_image(dcol[tid], planes[tid], dx[n], fh, fw, s, p, oh, ow)
 
 
 # ---------------------------------------------------------------- dispatch helpers
@@ -545,76 +549,58 @@ def conv_relu_pool_forward(x, W, b, stride=1, pad=0, pool_h=2, pool_w=2, pool_st
     return out, col, argmax
 
 
-cdef tuple _conv_grads(dout, pooled, argmax, col, W, Py_ssize_t n, Py_ssize_t c,
-                       Py_ssize_t h, Py_ssize_t w, Py_ssize_t s, Py_ssize_t p,
-                       Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t ps, Py_ssize_t pp, bint need_dx):
-    """(dx or None, dW, db) of a convolution (pooled is None: dout is its output's
-    gradient) or of a convolution + ReLU + max pool (dout is the pooled gradient)."""
-    cdef bint fused = pooled is not None
-    cdef int held, nt
-    fn, _, fh, fw = W.shape
-    k = c * fh * fw
-    dtype = dout.dtype
+cdef tuple _grad_outputs(dout, col, W, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h,
+                         Py_ssize_t w, bint need_dx):
+    """What both convolution backwards start from: (dout, col, wmat) made contiguous, dx
+    (a (1, 1, 1, 1) stand-in unless need_dx) and db_part (N, FN) in float64.  None when
+    there is no image or no filter: the gradients are then all zeros (zero_grads)."""
+    fn = W.shape[0]
     if n == 0 or fn == 0:
-        dx = np.zeros((n, c, h, w), dtype=dtype) if need_dx else None
-        return dx, np.zeros(W.shape, dtype=dtype), np.zeros(fn, dtype=dtype)
-    dout = np.ascontiguousarray(dout)
-    col = np.ascontiguousarray(col)
-    wmat = np.ascontiguousarray(W).reshape(fn, k)
-    dx = np.empty((n, c, h, w), dtype=dtype) if need_dx else np.empty((1, 1, 1, 1), dtype=dtype)
-    db_part = np.empty((n, fn), dtype=np.float64)
-    dcol_used = need_dx and k > 0
-    planes_used = dcol_used and p > 0
-    if fused:
-        # no BLAS: the sparse sums are plain loops
-        nt = task_threads(col.size + n * fn * oh * ow, n)
-        held = 0
-        gate = np.ascontiguousarray(pooled)
-        # In range (checked), so any integer dtype converts to intp exactly.
-        arg4 = np.ascontiguousarray(argmax, dtype=np.intp)
-        dw_acc = np.zeros((nt, fn, k), dtype=np.float64)
-        # rows a whole number of 64-byte lines apart: no two threads write one line
-        part = np.empty((nt, (k // 16 + 1) * 16), dtype=dtype)
-        wy, wx = np.divmod(np.arange(ph * pw, dtype=np.intp), pw)
-        dcol = _scratch(nt, oh * ow, k, dtype, dcol_used)
-        planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, planes_used)
-        if dtype == np.float32:
-            _pooled_backward_run[float](dout, gate, arg4, col, wmat, dx, need_dx, dw_acc, part,
-                                        db_part, dcol, planes, fh, fw, s, p, oh, ow, wy, wx,
-                                        ps, pp, nt)
-        else:
-            _pooled_backward_run[double](dout, gate, arg4, col, wmat, dx, need_dx, dw_acc, part,
-                                         db_part, dcol, planes, fh, fw, s, p, oh, ow, wy, wx,
-                                         ps, pp, nt)
-        dW = dw_acc.sum(axis=0).astype(dtype)
+        return None
+    dtype = dout.dtype
+    if need_dx:
+        dx = np.empty((n, c, h, w), dtype=dtype)
     else:
-        nt = _threads_with_blas((2 if need_dx else 1) * col.size + n * fn * oh * ow, n, &held)
-        try:
-            dw_part = np.zeros((nt, fn, k), dtype=dtype)
-            rows = _scratch(nt, oh * ow, fn, dtype, need_dx)
-            dcol = _scratch(nt, oh * ow, k, dtype, dcol_used)
-            planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, planes_used)
-            d3 = dout.reshape(n, fn, oh * ow)
-            if dtype == np.float32:
-                _conv_backward_run[float](d3, col, wmat, dx, need_dx, dw_part, db_part, rows,
-                                          dcol, planes, fh, fw, s, p, oh, ow, nt)
-            else:
-                _conv_backward_run[double](d3, col, wmat, dx, need_dx, dw_part, db_part, rows,
-                                           dcol, planes, fh, fw, s, p, oh, ow, nt)
-        finally:
-            blas_release(held)
-        dW = dw_part[0] if nt == 1 else dw_part.sum(axis=0)
-    db = db_part.sum(axis=0).astype(dtype, copy=False)
-    return (dx if need_dx else None), dW.reshape(W.shape), db
+        dx = np.empty((1, 1, 1, 1), dtype=dtype)
+    return (np.ascontiguousarray(dout), np.ascontiguousarray(col),
+            np.ascontiguousarray(W).reshape(fn, -1), dx, np.empty((n, fn), dtype=np.float64))
+
+
+cdef tuple _zero_grads(W, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, dtype,
+                       bint need_dx):
+    dx = np.zeros((n, c, h, w), dtype=dtype) if need_dx else None
+    return dx, np.zeros(W.shape, dtype=dtype), np.zeros(W.shape[0], dtype=dtype)
 
 
 def conv_backward(dout, col, x_shape, W, stride=1, pad=0, need_dx=True):
     """Gradients of conv_forward: (dx, dW, db); dx is None when need_dx is false."""
     n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_backward_args(dout, col, x_shape, W,
                                                                    stride, pad)
-    return _conv_grads(dout, None, None, col, W, n, c, h, w, s, p, oh, ow, 1, 1, 1, 0,
-                       bool(need_dx))
+    cdef bint want_dx = bool(need_dx)
+    cdef int held, nt
+    start = _grad_outputs(dout, col, W, n, c, h, w, want_dx)
+    if start is None:
+        return _zero_grads(W, n, c, h, w, dout.dtype, want_dx)
+    dout, col, wmat, dx, db_part = start
+    dtype, k = dout.dtype, wmat.shape[1]
+    nt = _threads_with_blas((2 if want_dx else 1) * col.size + dout.size, n, &held)
+    try:
+        dw_part = np.zeros((nt, fn, k), dtype=dtype)
+        rows = _scratch(nt, oh * ow, fn, dtype, want_dx)
+        dcol = _scratch(nt, oh * ow, k, dtype, want_dx and k > 0)
+        planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, want_dx and k > 0 and p > 0)
+        d3 = dout.reshape(n, fn, oh * ow)
+        if dtype == np.float32:
+            _conv_backward_run[float](d3, col, wmat, dx, want_dx, dw_part, db_part, rows,
+                                      dcol, planes, fh, fw, s, p, oh, ow, nt)
+        else:
+            _conv_backward_run[double](d3, col, wmat, dx, want_dx, dw_part, db_part, rows,
+                                       dcol, planes, fh, fw, s, p, oh, ow, nt)
+    finally:
+        blas_release(held)
+    dW = dw_part[0] if nt == 1 else dw_part.sum(axis=0)
+    return ((dx if want_dx else None), dW.reshape(W.shape),
+            db_part.sum(axis=0).astype(dtype, copy=False))
 
 
 def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0, pool_h=2,
@@ -627,5 +613,30 @@ def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0,
      ph, pw, ps, pp) = chk.conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W,
                                                         stride, pad, pool_h, pool_w,
                                                         pool_stride, pool_pad)
-    return _conv_grads(dout, out, argmax, col, W, n, c, h, w, s, p, oh, ow, ph, pw, ps, pp,
-                       bool(need_dx))
+    cdef bint want_dx = bool(need_dx)
+    start = _grad_outputs(dout, col, W, n, c, h, w, want_dx)
+    if start is None:
+        return _zero_grads(W, n, c, h, w, dout.dtype, want_dx)
+    dout, col, wmat, dx, db_part = start
+    dtype, k = dout.dtype, wmat.shape[1]
+    # no BLAS: the sparse sums are plain loops
+    nt = task_threads(col.size + n * fn * oh * ow, n)
+    gate = np.ascontiguousarray(out)
+    # In range (checked), so any integer dtype converts to intp exactly.
+    arg4 = np.ascontiguousarray(argmax, dtype=np.intp)
+    dw_acc = np.zeros((nt, fn, k), dtype=np.float64)
+    # rows a whole number of 64-byte lines apart: no two threads write one line
+    part = np.empty((nt, (k // 16 + 1) * 16), dtype=dtype)
+    wy, wx = np.divmod(np.arange(ph * pw, dtype=np.intp), pw)
+    dcol = _scratch(nt, oh * ow, k, dtype, want_dx and k > 0)
+    planes = _scratch(nt, h + 2 * p, w + 2 * p, dtype, want_dx and k > 0 and p > 0)
+    if dtype == np.float32:
+        _pooled_backward_run[float](dout, gate, arg4, col, wmat, dx, want_dx, dw_acc, part,
+                                    db_part, dcol, planes, fh, fw, s, p, oh, ow, wy, wx, ps,
+                                    pp, nt)
+    else:
+        _pooled_backward_run[double](dout, gate, arg4, col, wmat, dx, want_dx, dw_acc, part,
+                                     db_part, dcol, planes, fh, fw, s, p, oh, ow, wy, wx, ps,
+                                     pp, nt)
+    return ((dx if want_dx else None), dw_acc.sum(axis=0).astype(dtype).reshape(W.shape),
+            db_part.sum(axis=0).astype(dtype, copy=False))
