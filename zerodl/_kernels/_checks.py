@@ -332,17 +332,24 @@ def conv_forward_args(x, W, b, stride, pad):
     return n, c, h, w, fn, fh, fw, s, p, oh, ow
 
 
+def _conv_input_geometry(x_shape, W, stride, pad):
+    """The geometry a backward is given: x_shape (N, C, H, W) against W (FN, C, FH, FW);
+    returns conv_forward_args' tuple."""
+    n, c, h, w = image_shape("x_shape", x_shape)
+    fn, wc, fh, fw = W.shape
+    if wc != c:
+        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
+    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    return n, c, h, w, fn, fh, fw, s, p, oh, ow
+
+
 def conv_backward_args(dout, col, x_shape, W, stride, pad):
     """Checks of a convolution backward's inputs; returns conv_forward_args' tuple."""
     float_array("dout", dout, 4)
     float_array("col", col, 2)
     float_array("W", W, 4)
     same_dtype(dout=dout, col=col, W=W)
-    n, c, h, w = image_shape("x_shape", x_shape)
-    fn, wc, fh, fw = W.shape
-    if wc != c:
-        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
-    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = _conv_input_geometry(x_shape, W, stride, pad)
     shape_is("dout", dout, (n, fn, oh, ow), "(N, FN, OH, OW)")
     shape_is("col", col, (n * oh * ow, c * fh * fw), "im2col of the input")
     return n, c, h, w, fn, fh, fw, s, p, oh, ow
@@ -366,11 +373,7 @@ def conv_relu_pool_backward_args(dout, out, argmax, col, x_shape, W, stride, pad
     float_array("col", col, 2)
     float_array("W", W, 4)
     same_dtype(dout=dout, out=out, col=col, W=W)
-    n, c, h, w = image_shape("x_shape", x_shape)
-    fn, wc, fh, fw = W.shape
-    if wc != c:
-        raise ValueError(f"x_shape has {c} channels but W expects {wc}")
-    _, _, s, p, oh, ow = conv_geometry(h, w, fh, fw, stride, pad)
+    n, c, h, w, fn, fh, fw, s, p, oh, ow = _conv_input_geometry(x_shape, W, stride, pad)
     ph, pw, ps, pp, qh, qw = conv_geometry(oh, ow, pool_h, pool_w, pool_stride, pool_pad,
                                            what="pool", prefix="pool_")
     shape_is("dout", dout, (n, fn, qh, qw), "(N, FN, PH, PW) of the pooled output")
