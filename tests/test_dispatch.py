@@ -369,3 +369,23 @@ def test_openmp_spin_default_is_set_only_while_the_kernels_load(user):
         assert wait == "GOMP_SPINCOUNT=3000 (zerodl's default)"
     else:
         assert wait == "OMP_WAIT_POLICY=PASSIVE"
+
+
+@pytest.mark.parametrize("value,flags,expect", [
+    (None, {"avx512f"}, "not set"),
+    ("Haswell", set(_kernels.AVX512_FLAGS) | {"avx2"}, "this CPU has AVX-512"),
+    ("Haswell", {"avx", "avx2", "fma"}, "(set in the environment)"),
+    ("SkylakeX", set(_kernels.AVX512_FLAGS), "(set in the environment)"),
+])
+def test_openblas_coretype_note(monkeypatch, value, flags, expect):
+    """build_info() says when OPENBLAS_CORETYPE holds an AVX-512 CPU to AVX2 kernels."""
+    if value is None:
+        monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_CORETYPE", value)
+    monkeypatch.setattr(_kernels, "_cpu_flags", lambda: set(flags))
+    note = _kernels.openblas_coretype_note()
+    assert expect in note
+    if value is not None:
+        assert note.startswith(value)
+        assert ("AVX-512" in note) == (expect == "this CPU has AVX-512")

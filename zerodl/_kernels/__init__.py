@@ -27,6 +27,13 @@ import os
 DEFAULT_GOMP_SPINCOUNT = "3000"
 _openmp_wait = "not loaded"  # what the kernels' libgomp was started with, for info()
 
+# OpenBLAS picks its kernels when it is loaded; OPENBLAS_CORETYPE in the environment
+# overrides its choice.  zerodl never sets it, but build_info() says when a setting holds
+# an AVX-512 CPU to older kernels (on this project's Zen 5 VM, OPENBLAS_CORETYPE=Haswell
+# took scipy's sgemm from 120-180 to 65-110 GFLOP/s per core at the networks' shapes).
+AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_OLDER_CORETYPES = ("haswell", "zen", "sandybridge", "nehalem", "prescott")
+
 KERNEL_NAMES = (
     # affine and activations
     "affine_forward", "affine_backward",
@@ -69,17 +76,32 @@ _cython_error: str | None = None
 _cython_loaded = False
 
 
-def cpu_supports_v3() -> bool:
-    """Whether this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, MOVBE)."""
+def _cpu_flags() -> set:
+    """The first processor's flags in /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return all(f in flags for f in _V3_CPU_FLAGS)
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
+
+
+def cpu_supports_v3() -> bool:
+    """Whether this CPU runs x86-64-v3 code (AVX2, FMA, BMI1/2, F16C, MOVBE)."""
+    return set(_V3_CPU_FLAGS) <= _cpu_flags()
+
+
+def openblas_coretype_note() -> str:
+    """OPENBLAS_CORETYPE as the environment sets it, and whether it leaves AVX-512 unused."""
+    value = os.environ.get("OPENBLAS_CORETYPE")
+    if value is None:
+        return "not set (OpenBLAS picks kernels for this CPU)"
+    if value.strip().lower() in _OLDER_CORETYPES and set(AVX512_FLAGS) <= _cpu_flags():
+        return (f"{value} (set in the environment; this CPU has AVX-512, whose kernels "
+                f"OpenBLAS uses when the variable is unset)")
+    return f"{value} (set in the environment)"
 
 
 def _wanted_variant() -> str:
@@ -187,7 +209,7 @@ def build_info() -> dict:
     _load_cython()
     return {"variant": _variant, "cpu_supports_x86_64_v3": cpu_supports_v3(),
             "blas_single_threaded_in_kernels": _blas_controlled,
-            "openmp_wait": _openmp_wait}
+            "openmp_wait": _openmp_wait, "openblas_coretype": openblas_coretype_note()}
 
 
 def table(backend: str) -> dict:
