@@ -1067,3 +1067,66 @@ def test_kernels_can_hold_scipy_blas_to_one_thread():
     if not libs:
         pytest.skip("scipy is not linked to its bundled OpenBLAS here")
     assert _kernels.build_info()["blas_single_threaded_in_kernels"] is True
+
+
+@pytest.mark.parametrize("form", ["intp", "int32", "uint8", "strided", "big-endian",
+                                  "onehot-f64"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_label_forms_agree(form, dtype):
+    """Contiguous intp labels take the compiled kernels' checked-in-C path; every other
+    form goes through the shared checks: all give the same loss and gradient."""
+    rng = np.random.default_rng(7)
+    n, c = 37, 11
+    x = rand(rng, (n, c), dtype, scale=3.0)
+    t = rng.integers(0, c, n)
+    forms = {"intp": t.astype(np.intp), "int32": t.astype(np.int32),
+             "uint8": t.astype(np.uint8), "strided": np.repeat(t, 2)[::2],
+             "big-endian": t.astype(">i8"), "onehot-f64": np.eye(c)[t]}
+    tf = forms[form]
+    assert form != "strided" or not tf.flags.c_contiguous
+    for k in (CY, REF):
+        loss, y = k["softmax_cross_entropy_forward"](x, tf)
+        loss0, y0 = REF["softmax_cross_entropy_forward"](x, t.astype(np.intp))
+        assert_close((loss, y), (loss0, y0))
+        assert_close(k["softmax_cross_entropy_backward"](y, tf, 0.5),
+                     REF["softmax_cross_entropy_backward"](y0, t, 0.5))
+
+
+@pytest.mark.parametrize("bad", [-1, 11])
+@pytest.mark.parametrize("where", [0, 36])
+def test_softmax_out_of_range_intp_label_same_error(bad, where):
+    """An out-of-range label at either end of a contiguous intp array is caught by the
+    compiled check and reported with the reference's message."""
+    x = np.zeros((37, 11), np.float32)
+    t = np.zeros(37, np.intp)
+    t[where] = bad
+    for name, args in (("softmax_cross_entropy_forward", (x, t)),
+                       ("softmax_cross_entropy_backward", (x, t))):
+        with pytest.raises(ValueError) as ref_err:
+            REF[name](*args)
+        with pytest.raises(ValueError) as cy_err:
+            CY[name](*args)
+        assert str(cy_err.value) == str(ref_err.value)
+        assert "[0, 11)" in str(cy_err.value)
+
+
+@pytest.mark.parametrize("case", ["subclass", "strided", "fortran", "0-d", "empty"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_backward_pair_forms(case, dtype):
+    """The backward's in-C recognition of a (dout, out) pair accepts exactly what the
+    checks accept: subclasses, strided and Fortran-ordered arrays give the reference's
+    result."""
+    rng = np.random.default_rng(3)
+    shape = {"0-d": (), "empty": (0, 5)}.get(case, (6, 9))
+    dout = rand(rng, (12, 18) if case == "strided" else shape, dtype)
+    out = rand(rng, (12, 18) if case == "strided" else shape, dtype)
+    if case == "strided":
+        dout, out = dout[::2, ::2], out[1::2, ::2]
+    elif case == "fortran":
+        dout, out = np.asfortranarray(dout), np.asfortranarray(out)
+    elif case == "subclass":
+        dout, out = dout.view(np.matrix), out
+    for kind in ("relu", "sigmoid", "tanh"):
+        got = CY[f"{kind}_backward"](dout, out)
+        want = REF[f"{kind}_backward"](np.asarray(dout), np.asarray(out))
+        assert_close(np.asarray(got), np.asarray(want))

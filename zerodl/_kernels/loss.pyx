@@ -12,9 +12,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport log
 
+cimport numpy as cnp
+
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._util cimport (part_start, work_threads, zd_exp_shift_sum_f32,
                                    zd_exp_shift_sum_f64, zd_max_f32, zd_max_f64)
+
+cnp.import_array()
 
 # Elements per thread below which one thread does the whole batch.
 cdef Py_ssize_t MIN_WORK = 1 << 14
@@ -40,46 +44,46 @@ cdef double _softmax_row(const floating* x, floating* y, Py_ssize_t c,
     return log(total)
 
 
-cdef void _forward_rows(const floating* x, floating* y, const Py_ssize_t* labels,
-                        const floating* onehot, double* row_loss, Py_ssize_t lo,
-                        Py_ssize_t hi, Py_ssize_t c) noexcept nogil:
+cdef double _forward_rows(const floating* x, floating* y, const Py_ssize_t* labels,
+                          const floating* onehot, double* row_loss, Py_ssize_t lo,
+                          Py_ssize_t hi, Py_ssize_t c) noexcept nogil:
     # Row loss: log(sum(exp(x - max))) - (x[t] - max), i.e. -log softmax(x)[t]; with
     # targets, sum_j t_j * (log(sum) - (x_j - max)).  x - max in x's dtype, like the
-    # reference's `shifted`.
+    # reference's `shifted`.  Returns the rows' losses summed in order and stores each
+    # in row_loss when it is given.
     cdef Py_ssize_t i, j
-    cdef double log_total, acc
+    cdef double log_total, acc, total = 0.0
     cdef floating m
     for i in range(lo, hi):
         log_total = _softmax_row(x + i * c, y + i * c, c, &m)
         if labels != NULL:
-            row_loss[i] = log_total - <double>(x[i * c + labels[i]] - m)
+            acc = log_total - <double>(x[i * c + labels[i]] - m)
         else:
             acc = 0.0
             for j in range(c):
                 acc = acc + onehot[i * c + j] * (log_total - <double>(x[i * c + j] - m))
+        if row_loss != NULL:
             row_loss[i] = acc
+        total += acc
+    return total
 
 
-cdef double _forward(const floating[:, ::1] x, const Py_ssize_t[::1] labels,
-                     const floating[:, ::1] onehot, floating[:, ::1] y, double[::1] row_loss,
+cdef double _forward(const floating* xp, const Py_ssize_t* lp, const floating* hp,
+                     floating* yp, double* rp, Py_ssize_t n, Py_ssize_t c,
                      int nt) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], i, lo, hi
+    # One thread sums the row losses as it goes; threads store them in rp (n slots),
+    # summed in order afterwards: the same additions in the same order either way.
+    cdef Py_ssize_t i, lo, hi
     cdef int t
     cdef double total = 0.0
     if n == 0:
         return 0.0
-    cdef const Py_ssize_t* lp = &labels[0] if labels.shape[0] > 0 else NULL
-    cdef const floating* hp = &onehot[0, 0] if onehot.shape[0] > 0 else NULL
-    cdef const floating* xp = &x[0, 0]
-    cdef floating* yp = &y[0, 0]
-    cdef double* rp = &row_loss[0]
     if nt <= 1:
-        _forward_rows(xp, yp, lp, hp, rp, 0, n, c)
-    else:
-        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
-            lo = part_start(n, nt, t)
-            hi = part_start(n, nt, t + 1)
-            _forward_rows(xp, yp, lp, hp, rp, lo, hi, c)
+        return _forward_rows(xp, yp, lp, hp, NULL, 0, n, c)
+    for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+        lo = part_start(n, nt, t)
+        hi = part_start(n, nt, t + 1)
+        _forward_rows(xp, yp, lp, hp, rp, lo, hi, c)
     for i in range(n):
         total += rp[i]
     return total
@@ -102,17 +106,13 @@ cdef void _backward_rows(const floating* y, const Py_ssize_t* labels, const floa
                 dx[i * c + j] = (y[i * c + j] - onehot[i * c + j]) * scale
 
 
-cdef void _backward(const floating[:, ::1] y, const Py_ssize_t[::1] labels,
-                    const floating[:, ::1] onehot, double scale, floating[:, ::1] dx,
+cdef void _backward(const floating* yp, const Py_ssize_t* lp, const floating* hp,
+                    double scale, floating* dp, Py_ssize_t n, Py_ssize_t c,
                     int nt) noexcept nogil:
-    cdef Py_ssize_t n = y.shape[0], c = y.shape[1], lo, hi
+    cdef Py_ssize_t lo, hi
     cdef int t
     if n == 0 or c == 0:
         return
-    cdef const Py_ssize_t* lp = &labels[0] if labels.shape[0] > 0 else NULL
-    cdef const floating* hp = &onehot[0, 0] if onehot.shape[0] > 0 else NULL
-    cdef const floating* yp = &y[0, 0]
-    cdef floating* dp = &dx[0, 0]
     if nt <= 1:
         _backward_rows(yp, lp, hp, <floating>scale, dp, 0, n, c)
         return
@@ -122,11 +122,37 @@ cdef void _backward(const floating[:, ::1] y, const Py_ssize_t[::1] labels,
         _backward_rows(yp, lp, hp, <floating>scale, dp, lo, hi, c)
 
 
-cdef tuple _label_views(t, bint is_index, Py_ssize_t c, dtype):
-    """(labels, onehot): the form in use made contiguous, the other an empty stand-in."""
+cdef bint _index_labels_ok(t, Py_ssize_t n, Py_ssize_t c):
+    """t is a C-contiguous intp array of n labels, all in [0, c): checked in C."""
+    if not cnp.PyArray_Check(t):
+        return False
+    cdef cnp.ndarray a = t
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_INTP or cnp.PyArray_NDIM(a) != 1
+            or cnp.PyArray_DIM(a, 0) != n or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a)):
+        return False
+    cdef const Py_ssize_t* p = <const Py_ssize_t*>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] < 0 or p[i] >= c:
+            return False
+    return True
+
+
+cdef tuple _targets(t, Py_ssize_t n, Py_ssize_t c, dtype):
+    """(labels, onehot) for t as C-contiguous arrays, None for the form not in use.  Index
+    labels that are already intp and in range skip the Python checks, which raise the
+    reference's errors for anything wrong."""
+    if _index_labels_ok(t, n, c):
+        return t, None
+    t, is_index = chk.labels(t, n, c, dtype)
     if is_index:
-        return np.ascontiguousarray(t), np.empty((0, c), dtype=dtype)
-    return np.empty(0, dtype=np.intp), np.ascontiguousarray(t)
+        return np.ascontiguousarray(t), None
+    return None, np.ascontiguousarray(t)
+
+
+cdef inline void* _data(a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 def softmax_cross_entropy_forward(x, t):
@@ -135,35 +161,40 @@ def softmax_cross_entropy_forward(x, t):
     t is integer labels (N,) or one-hot/soft targets (N, C).  An empty batch has loss 0.
     """
     chk.float_array("x", x, 2)
-    n, c = x.shape
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1]
     if c < 1:
         raise ValueError("x must have at least one class column")
-    t, is_index = chk.labels(t, n, c, x.dtype)
-    labels, onehot = _label_views(t, is_index, c, x.dtype)
-    x = np.ascontiguousarray(x)
-    y = np.empty((n, c), dtype=x.dtype)
-    row_loss = np.empty(n, dtype=np.float64)
+    labels, onehot = _targets(t, n, c, x.dtype)
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef cnp.ndarray y = np.empty((n, c), dtype=x.dtype)
     cdef int nt = work_threads(n * c, MIN_WORK)
+    cdef cnp.ndarray row_loss = np.empty(n if nt > 1 else 0, dtype=np.float64)
+    cdef double* rp = <double*>cnp.PyArray_DATA(row_loss)
+    cdef const Py_ssize_t* lp = <const Py_ssize_t*>_data(labels)
     cdef double total
-    if x.dtype == np.float32:
-        total = _forward[float](x, labels, onehot, y, row_loss, nt)
+    if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
+        total = _forward[float](<float*>cnp.PyArray_DATA(xc), lp, <float*>_data(onehot),
+                                <float*>cnp.PyArray_DATA(y), rp, n, c, nt)
     else:
-        total = _forward[double](x, labels, onehot, y, row_loss, nt)
+        total = _forward[double](<double*>cnp.PyArray_DATA(xc), lp, <double*>_data(onehot),
+                                 <double*>cnp.PyArray_DATA(y), rp, n, c, nt)
     return total / max(n, 1), y
 
 
 def softmax_cross_entropy_backward(y, t, dout=1.0):
     """dx = dout * (y - onehot(t)) / N."""
     chk.float_array("y", y, 2)
-    n, c = y.shape
-    t, is_index = chk.labels(t, n, c, y.dtype)
+    cdef Py_ssize_t n = y.shape[0], c = y.shape[1]
+    labels, onehot = _targets(t, n, c, y.dtype)
     scale = chk.real("dout", dout) / max(n, 1)
-    labels, onehot = _label_views(t, is_index, c, y.dtype)
-    y = np.ascontiguousarray(y)
-    dx = np.empty((n, c), dtype=y.dtype)
+    cdef cnp.ndarray yc = np.ascontiguousarray(y)
+    cdef cnp.ndarray dx = np.empty((n, c), dtype=y.dtype)
     cdef int nt = work_threads(n * c, MIN_WORK)
-    if y.dtype == np.float32:
-        _backward[float](y, labels, onehot, scale, dx, nt)
+    cdef const Py_ssize_t* lp = <const Py_ssize_t*>_data(labels)
+    if cnp.PyArray_TYPE(yc) == cnp.NPY_FLOAT:
+        _backward[float](<float*>cnp.PyArray_DATA(yc), lp, <float*>_data(onehot), scale,
+                         <float*>cnp.PyArray_DATA(dx), n, c, nt)
     else:
-        _backward[double](y, labels, onehot, scale, dx, nt)
+        _backward[double](<double*>cnp.PyArray_DATA(yc), lp, <double*>_data(onehot), scale,
+                          <double*>cnp.PyArray_DATA(dx), n, c, nt)
     return dx
