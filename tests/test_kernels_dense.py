@@ -1130,3 +1130,39 @@ def test_activation_backward_pair_forms(case, dtype):
         got = CY[f"{kind}_backward"](dout, out)
         want = REF[f"{kind}_backward"](np.asarray(dout), np.asarray(out))
         assert_close(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("name", ["relu_backward", "sigmoid_backward", "tanh_backward",
+                                  "dropout_forward", "dropout_backward"])
+def test_byteswapped_floats_rejected_like_the_reference(name):
+    """'>f4' has float32's type number: the compiled wrappers' in-C recognition must still
+    send it to the checks, which reject it (reading it as native floats would be wrong)."""
+    a = np.arange(12, dtype=">f4").reshape(3, 4)
+    b = np.ones((3, 4), dtype=np.float32)
+    other = np.ones((3, 4), dtype=bool) if name.startswith("dropout") else b
+    for args in ((a, other), (b, a.astype(">f4")) if not name.startswith("dropout") else (a, other)):
+        with pytest.raises(TypeError) as ref_err:
+            REF[name](*args)
+        with pytest.raises(TypeError) as cy_err:
+            CY[name](*args)
+        assert str(cy_err.value) == str(ref_err.value)
+
+
+@pytest.mark.parametrize("case", ["strided", "fortran", "0-d", "empty", "subclass"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_forms_agree(case, dtype):
+    rng = np.random.default_rng(11)
+    shape = {"0-d": (), "empty": (0, 4)}.get(case, (12, 10))
+    x = rand(rng, shape, dtype)
+    mask = np.asarray(rng.random(shape) > 0.4)
+    if case == "strided":
+        x, mask = x[::2, ::3], mask[1::2, ::3]
+    elif case == "fortran":
+        x, mask = np.asfortranarray(x), np.asfortranarray(mask)
+    elif case == "subclass":
+        x = x.view(np.matrix)
+    for name in ("dropout_forward", "dropout_backward"):
+        got = CY[name](x, mask, 1.75)
+        want = REF[name](np.asarray(x), mask, 1.75)
+        assert np.asarray(got).shape == np.asarray(want).shape
+        assert_close(np.asarray(got), np.asarray(want))

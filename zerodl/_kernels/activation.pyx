@@ -13,6 +13,7 @@ from cython.parallel cimport prange
 cimport numpy as cnp
 
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._ndarray cimport contiguous, empty_like, is_float_array, same_shape
 from zerodl._kernels._util cimport (part_start, relu_into, work_threads, zd_sigmoid_f32,
                                    zd_sigmoid_f64, zd_tanh_f32, zd_tanh_f64)
 
@@ -99,39 +100,17 @@ cdef void _run_binary(Op op, const floating* dp, const floating* yp, floating* x
         _binary(op, dp + lo, yp + lo, xp + lo, hi - lo)
 
 
-# The wrappers below take the buffers' addresses straight from the arrays (checked for
-# dtype, made C-contiguous, outputs freshly allocated): at 100x100 a typed memoryview's
-# set-up cost as much as the loop.
-
-cdef inline cnp.ndarray _contiguous(a):
-    return a if cnp.PyArray_IS_C_CONTIGUOUS(a) else np.ascontiguousarray(a)
-
-
-cdef inline cnp.ndarray _empty_like(cnp.ndarray a):
-    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
-
-
 cdef bint _same_float_arrays(a, b):
-    """a and b are ndarrays of one float dtype (float32 or float64) and one shape."""
-    if not (cnp.PyArray_Check(a) and cnp.PyArray_Check(b)):
-        return False
-    cdef cnp.ndarray x = a, y = b
-    cdef int typenum = cnp.PyArray_TYPE(x), k
-    if typenum != cnp.PyArray_TYPE(y) or (typenum != cnp.NPY_FLOAT
-                                          and typenum != cnp.NPY_DOUBLE):
-        return False
-    if cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
-        return False
-    for k in range(cnp.PyArray_NDIM(x)):
-        if cnp.PyArray_DIM(x, k) != cnp.PyArray_DIM(y, k):
-            return False
-    return True
+    """a and b are native float32/float64 ndarrays of one dtype and one shape."""
+    return (is_float_array(a) and is_float_array(b)
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.PyArray_TYPE(<cnp.ndarray>b)
+            and same_shape(a, b))
 
 
 cdef object _forward(Op op, x, Py_ssize_t min_work):
     chk.float_array("x", x)
-    cdef cnp.ndarray xc = _contiguous(x)
-    cdef cnp.ndarray out = _empty_like(xc)
+    cdef cnp.ndarray xc = contiguous(x)
+    cdef cnp.ndarray out = empty_like(xc)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(xc)
     cdef int nt = work_threads(n, min_work)
     if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
@@ -153,9 +132,9 @@ cdef object _backward(Op op, dout, out):
         chk.float_array("out", out)
         chk.same_dtype(dout=dout, out=out)
         chk.shape_is("dout", dout, out.shape, "the shape of out")
-    cdef cnp.ndarray dc = _contiguous(dout)
-    cdef cnp.ndarray yc = _contiguous(out)
-    cdef cnp.ndarray dx = _empty_like(dc)
+    cdef cnp.ndarray dc = contiguous(dout)
+    cdef cnp.ndarray yc = contiguous(out)
+    cdef cnp.ndarray dx = empty_like(dc)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(dc)
     cdef int nt = work_threads(n, MIN_CHEAP)
     if cnp.PyArray_TYPE(dc) == cnp.NPY_FLOAT:

@@ -4,8 +4,13 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 
+cimport numpy as cnp
+
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._ndarray cimport contiguous, empty_like, is_float_array, same_shape
 from zerodl._kernels._util cimport part_start, work_threads, zd_mask_scale_f32, zd_mask_scale_f64
+
+cnp.import_array()
 
 # Elements per thread below which the loop stays on one thread (memory-bound loop).
 cdef Py_ssize_t MIN_WORK = 1 << 16
@@ -21,15 +26,12 @@ cdef void _masked_scale(const floating* x, const unsigned char* mask, floating s
         zd_mask_scale_f64(x, mask, scale, out, n)
 
 
-cdef void _run(const floating[::1] x, const unsigned char[::1] mask, double scale,
-               floating[::1] out, int nt) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0], lo, hi
+cdef void _run(const floating* xp, const unsigned char* mp, double scale, floating* op,
+               Py_ssize_t n, int nt) noexcept nogil:
+    cdef Py_ssize_t lo, hi
     cdef int t
     if n == 0:
         return
-    cdef const floating* xp = &x[0]
-    cdef const unsigned char* mp = &mask[0]
-    cdef floating* op = &out[0]
     if nt <= 1:
         _masked_scale(xp, mp, <floating>scale, op, n)
         return
@@ -40,19 +42,27 @@ cdef void _run(const floating[::1] x, const unsigned char[::1] mask, double scal
 
 
 cdef object _apply(str name, x, mask, scale):
-    chk.float_array(name, x)
-    chk.mask("mask", mask, x.shape)
+    # The common case (a native float array, a bool mask of its shape) is recognised in
+    # C; anything else goes through the checks, which raise the reference's errors.
+    if not (is_float_array(x) and cnp.PyArray_Check(mask)
+            and cnp.PyArray_TYPE(<cnp.ndarray>mask) == cnp.NPY_BOOL
+            and same_shape(x, mask)):
+        chk.float_array(name, x)
+        chk.mask("mask", mask, x.shape)
     scale = chk.real("scale", scale)
-    shape = x.shape
-    x = np.ascontiguousarray(x)
+    cdef cnp.ndarray xc = contiguous(x)
     # numpy bools are bytes holding 0 or 1.
-    m = np.ascontiguousarray(mask).view(np.uint8)
-    out = np.empty(shape, dtype=x.dtype)
-    cdef int nt = work_threads(x.size, MIN_WORK)
-    if x.dtype == np.float32:
-        _run[float](x.reshape(-1), m.reshape(-1), scale, out.reshape(-1), nt)
+    cdef cnp.ndarray mc = contiguous(mask)
+    cdef cnp.ndarray out = empty_like(xc)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(xc)
+    cdef int nt = work_threads(n, MIN_WORK)
+    cdef const unsigned char* mp = <const unsigned char*>cnp.PyArray_DATA(mc)
+    if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
+        _run[float](<float*>cnp.PyArray_DATA(xc), mp, scale, <float*>cnp.PyArray_DATA(out),
+                    n, nt)
     else:
-        _run[double](x.reshape(-1), m.reshape(-1), scale, out.reshape(-1), nt)
+        _run[double](<double*>cnp.PyArray_DATA(xc), mp, scale,
+                     <double*>cnp.PyArray_DATA(out), n, nt)
     return out
 
 

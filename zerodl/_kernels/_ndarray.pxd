@@ -1,0 +1,39 @@
+# Array plumbing shared by the elementwise kernels' wrappers.  Their buffers' addresses are
+# taken straight from the arrays (checked for dtype, made C-contiguous, outputs freshly
+# allocated): at 100x100 a typed memoryview's set-up cost as much as the loop.  A module
+# that cimports this calls cnp.import_array() itself.
+cimport numpy as cnp
+import numpy as np
+
+
+cdef inline cnp.ndarray contiguous(cnp.ndarray a):
+    """a itself when it is C-contiguous, else a C-contiguous copy (a base-class ndarray
+    either way: subclasses are viewed as plain arrays, like np.ascontiguousarray)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):
+        return a if type(a) is np.ndarray else np.asarray(a)
+    return np.ascontiguousarray(a)
+
+
+cdef inline cnp.ndarray empty_like(cnp.ndarray a, int typenum=-1):
+    """A new C-ordered array of a's shape, in a's dtype or the given one."""
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),
+                             cnp.PyArray_TYPE(a) if typenum < 0 else typenum, 0)
+
+
+cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int k
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+    return True
+
+
+cdef inline bint is_float_array(a):
+    """a is an ndarray of float32 or float64 in native byte order: what the checks'
+    float_array accepts (the type number alone does not tell '>f4' from '<f4')."""
+    if not cnp.PyArray_Check(a) or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        return False
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    return typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
