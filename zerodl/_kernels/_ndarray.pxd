@@ -30,10 +30,14 @@ cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
+cdef inline bint is_array_of(a, int typenum):
+    """a is an ndarray of the given type number in native byte order: a type number alone
+    does not tell '>f4' from '<f4', and the checks accept native arrays only."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum)
+
+
 cdef inline bint is_float_array(a):
     """a is an ndarray of float32 or float64 in native byte order: what the checks'
-    float_array accepts (the type number alone does not tell '>f4' from '<f4')."""
-    if not cnp.PyArray_Check(a) or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
-        return False
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
-    return typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE
+    float_array accepts."""
+    return is_array_of(a, cnp.NPY_FLOAT) or is_array_of(a, cnp.NPY_DOUBLE)

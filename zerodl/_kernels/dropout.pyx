@@ -7,7 +7,8 @@ from cython.parallel cimport prange
 cimport numpy as cnp
 
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._ndarray cimport contiguous, empty_like, is_float_array, same_shape
+from zerodl._kernels._ndarray cimport (contiguous, empty_like, is_array_of, is_float_array,
+                                      same_shape)
 from zerodl._kernels._util cimport part_start, work_threads, zd_mask_scale_f32, zd_mask_scale_f64
 
 cnp.import_array()
@@ -44,9 +45,7 @@ cdef void _run(const floating* xp, const unsigned char* mp, double scale, floati
 cdef object _apply(str name, x, mask, scale):
     # The common case (a native float array, a bool mask of its shape) is recognised in
     # C; anything else goes through the checks, which raise the reference's errors.
-    if not (is_float_array(x) and cnp.PyArray_Check(mask)
-            and cnp.PyArray_TYPE(<cnp.ndarray>mask) == cnp.NPY_BOOL
-            and same_shape(x, mask)):
+    if not (is_float_array(x) and is_array_of(mask, cnp.NPY_BOOL) and same_shape(x, mask)):
         chk.float_array(name, x)
         chk.mask("mask", mask, x.shape)
     scale = chk.real("scale", scale)

@@ -15,6 +15,7 @@ from libc.math cimport log
 cimport numpy as cnp
 
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._ndarray cimport is_array_of
 from zerodl._kernels._util cimport (part_start, work_threads, zd_exp_shift_sum_f32,
                                    zd_exp_shift_sum_f64, zd_max_f32, zd_max_f64)
 
@@ -124,12 +125,11 @@ cdef void _backward(const floating* yp, const Py_ssize_t* lp, const floating* hp
 
 cdef bint _index_labels_ok(t, Py_ssize_t n, Py_ssize_t c):
     """t is a C-contiguous intp array of n labels, all in [0, c): checked in C."""
-    if not cnp.PyArray_Check(t):
+    if not is_array_of(t, cnp.NPY_INTP):
         return False
     cdef cnp.ndarray a = t
-    if (cnp.PyArray_TYPE(a) != cnp.NPY_INTP or cnp.PyArray_NDIM(a) != 1
-            or cnp.PyArray_DIM(a, 0) != n or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISNOTSWAPPED(a)):
+    if (cnp.PyArray_NDIM(a) != 1 or cnp.PyArray_DIM(a, 0) != n
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
         return False
     cdef const Py_ssize_t* p = <const Py_ssize_t*>cnp.PyArray_DATA(a)
     cdef Py_ssize_t i
