@@ -168,13 +168,18 @@ def update_lists(params, grads, **states) -> np.dtype | None:
 # ---------------------------------------------------------------- per-kernel sequences
 # The argument checks of kernels whose two implementations share them word for word.
 
+def _inner_dims(x, W) -> None:
+    """x @ W is defined: x's columns match W's rows."""
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+
+
 def affine_forward_args(x, W, b) -> None:
     float_array("x", x, 2)
     float_array("W", W, 2)
     float_array("b", b, 1)
     same_dtype(x=x, W=W, b=b)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    _inner_dims(x, W)
     shape_is("b", b, (W.shape[1],), "one bias per column of W")
 
 
@@ -183,8 +188,7 @@ def affine_backward_args(dout, x, W) -> None:
     float_array("x", x, 2)
     float_array("W", W, 2)
     same_dtype(dout=dout, x=x, W=W)
-    if x.shape[1] != W.shape[0]:
-        raise ValueError(f"x has {x.shape[1]} columns but W has {W.shape[0]} rows")
+    _inner_dims(x, W)
     shape_is("dout", dout, (x.shape[0], W.shape[1]), "(rows of x, columns of W)")
 
 
