@@ -203,6 +203,30 @@ def train_together(models, x, t, *, batch_size, rng, epochs=None, iterations=Non
     return losses
 
 
+def epoch_iterations(s) -> int:
+    """Training iterations of an experiment's settings: s["epochs"] epochs of
+    max(train_size // batch_size, 1) mini-batches (train_together's epoch)."""
+    return s["epochs"] * max(s["train_size"] // s["batch_size"], 1)
+
+
+def accuracy_curves(models, train, test, *, skip_initial=False):
+    """Per-epoch accuracy curves for :func:`train_together`: returns ``(curves,
+    evaluate)`` where ``curves[name] = {"train_acc": [...], "test_acc": [...]}`` and
+    ``evaluate(epoch)`` appends each network's accuracy on ``train`` and ``test`` (each an
+    ``(x, t)`` pair).  With ``skip_initial`` the call before training (epoch 0) records
+    nothing."""
+    curves = {name: {"train_acc": [], "test_acc": []} for name in models}
+
+    def evaluate(epoch):
+        if skip_initial and epoch == 0:
+            return
+        for name, (net, _) in models.items():
+            curves[name]["train_acc"].append(net.accuracy(*train))
+            curves[name]["test_acc"].append(net.accuracy(*test))
+
+    return curves, evaluate
+
+
 def final_mean(values, last=1):
     values = [v for v in values if v is not None]
     if not values:

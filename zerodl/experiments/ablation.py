@@ -11,7 +11,8 @@ from ..nets import MultiLayerNetExtend
 from ..optimizers import AdaGrad
 from ..plotting import new_figure
 from ..trainer import split_validation
-from ._common import style_axes, train_together, write_text_atomic
+from ._common import (accuracy_curves, epoch_iterations, style_axes, train_together,
+                      write_text_atomic)
 
 NAME = "ablation"
 TITLE = "Ablation: one technique at a time"
@@ -69,10 +70,9 @@ def run(ctx, s):
     (x, t), (xt, tt) = ctx.mnist()
     x, t = x[:s["train_size"]], t[:s["train_size"]]
     xt, tt = xt[:s["test_size"]], tt[:s["test_size"]]
-    ipe = max(s["train_size"] // s["batch_size"], 1)
     n_val = int(round(s["train_size"] * s["validation_fraction"]))
     tune_iters = s["tune_epochs"] * max((s["train_size"] - n_val) // s["batch_size"], 1)
-    bar = ctx.progress(len(CONFIGS) * s["epochs"] * ipe + tune_iters)
+    bar = ctx.progress(len(CONFIGS) * epoch_iterations(s) + tune_iters)
     start = time.perf_counter()
     best_lr, scores, n_tr, n_va = tune_lr(ctx, s, x, t, CONFIGS[TUNED], bar)
     tune_seconds = time.perf_counter() - start
@@ -85,16 +85,13 @@ def run(ctx, s):
     for name, config in CONFIGS.items():
         lr = best_lr if name == TUNED else s["lr"]
         net = build(config, ctx.seed_for("net"))
-        cur = {"train_acc": [], "test_acc": []}
-
-        def evaluate(epoch, net=net, cur=cur):
-            if epoch > 0:
-                cur["train_acc"].append(net.accuracy(x[:k], t[:k]))
-                cur["test_acc"].append(net.accuracy(xt, tt))
-
+        models = {name: (net, AdaGrad(lr=lr))}
+        run_curves, evaluate = accuracy_curves(models, (x[:k], t[:k]), (xt, tt),
+                                               skip_initial=True)
+        cur = run_curves[name]
         t0 = time.perf_counter()
-        train_together({name: (net, AdaGrad(lr=lr))}, x, t, batch_size=s["batch_size"],
-                       rng=ctx.rng("batches"), epochs=s["epochs"], evaluate=evaluate, bar=bar)
+        train_together(models, x, t, batch_size=s["batch_size"], rng=ctx.rng("batches"),
+                       epochs=s["epochs"], evaluate=evaluate, bar=bar)
         hidden, init, bn, dropout = config
         extras = [e for e, on in (("BatchNorm", bn), (f"Dropout {dropout}", dropout > 0)) if on]
         rows.append({"configuration": name,

@@ -6,7 +6,7 @@ import numpy as np
 from ..nets import MultiLayerNetExtend
 from ..optimizers import make_optimizer
 from ..plotting import new_figure
-from ._common import style_axes, train_together
+from ._common import accuracy_curves, epoch_iterations, style_axes, train_together
 
 NAME = "activation-init-grid"
 TITLE = "Activation function x weight initialisation, with and without BatchNorm"
@@ -38,15 +38,8 @@ def run(ctx, s):
                                           weight_init_std=INITS[init], use_batchnorm=bn,
                                           seed=ctx.seed_for("net", act, init))
                 models[(bn, act, init)] = (net, make_optimizer(s["optimizer"], lr=s["lr"]))
-    curves = {key: {"train_acc": [], "test_acc": []} for key in models}
-
-    def evaluate(epoch):
-        for key, (net, _) in models.items():
-            curves[key]["train_acc"].append(net.accuracy(x, t))
-            curves[key]["test_acc"].append(net.accuracy(xt, tt))
-
-    iters = s["epochs"] * max(s["train_size"] // s["batch_size"], 1)
-    bar = ctx.progress(iters)
+    curves, evaluate = accuracy_curves(models, (x, t), (xt, tt))
+    bar = ctx.progress(epoch_iterations(s))
     train_together(models, x, t, batch_size=s["batch_size"], rng=ctx.rng("batches"),
                    epochs=s["epochs"], evaluate=evaluate, bar=bar)
 

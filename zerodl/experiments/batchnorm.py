@@ -7,7 +7,7 @@ import numpy as np
 from ..nets import MultiLayerNetExtend
 from ..optimizers import SGD
 from ..plotting import new_figure
-from ._common import style_axes, train_together
+from ._common import epoch_iterations, style_axes, train_together
 
 NAME = "batchnorm"
 TITLE = "Batch Normalization across initial weight scales"
@@ -44,8 +44,7 @@ def run(ctx, s):
         for key, (net, _) in models.items():
             acc[key].append(net.accuracy(x, t))
 
-    iters = s["epochs"] * max(s["train_size"] // s["batch_size"], 1)
-    bar = ctx.progress(iters)
+    bar = ctx.progress(epoch_iterations(s))
     train_together(models, x, t, batch_size=s["batch_size"], rng=ctx.rng("batches"),
                    epochs=s["epochs"], evaluate=evaluate, bar=bar)
     test = {key: net.accuracy(xt, tt) for key, (net, _) in models.items()}

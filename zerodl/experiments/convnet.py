@@ -10,7 +10,7 @@ from ..nets import SimpleConvNet
 from ..optimizers import Adam
 from ..plotting import new_figure
 from ..util import smooth_curve
-from ._common import style_axes, train_together
+from ._common import accuracy_curves, epoch_iterations, style_axes, train_together
 
 NAME = "convnet"
 TITLE = "SimpleConvNet on MNIST and its learned filters"
@@ -64,17 +64,12 @@ def run(ctx, s):
                         weight_init_std=s["weight_init_std"], seed=ctx.seed_for("net"))
     W_before = net.params["W1"].copy()
     k = s["eval_samples"]
-    curves = {"train_acc": [], "test_acc": []}
-
-    def evaluate(epoch):
-        curves["train_acc"].append(net.accuracy(x[:k], t[:k]))
-        curves["test_acc"].append(net.accuracy(xt[:k], tt[:k]))
-
-    iters = s["epochs"] * max(s["train_size"] // s["batch_size"], 1)
-    bar = ctx.progress(iters)
+    models = {"convnet": (net, Adam(lr=s["lr"]))}
+    curves, evaluate = accuracy_curves(models, (x[:k], t[:k]), (xt[:k], tt[:k]))
+    curves = curves["convnet"]
+    bar = ctx.progress(epoch_iterations(s))
     start = time.perf_counter()
-    losses = train_together({"convnet": (net, Adam(lr=s["lr"]))}, x, t,
-                            batch_size=s["batch_size"], rng=ctx.rng("batches"),
+    losses = train_together(models, x, t, batch_size=s["batch_size"], rng=ctx.rng("batches"),
                             epochs=s["epochs"], evaluate=evaluate, bar=bar)["convnet"]
     train_seconds = time.perf_counter() - start
     test_acc = net.accuracy(xt, tt)

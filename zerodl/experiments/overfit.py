@@ -7,7 +7,7 @@ import numpy as np
 from ..nets import MultiLayerNetExtend
 from ..optimizers import SGD
 from ..plotting import new_figure
-from ._common import style_axes, train_together
+from ._common import accuracy_curves, epoch_iterations, style_axes, train_together
 
 NAME = "overfit"
 TITLE = "Overfitting, weight decay and Dropout"
@@ -48,15 +48,8 @@ def run(ctx, s):
     for name, kwargs in s["variants"].items():
         net = MultiLayerNetExtend(784, s["hidden"], 10, seed=ctx.seed_for("net"), **kwargs)
         models[name] = (net, SGD(lr=s["lr"]))
-    curves = {name: {"train_acc": [], "test_acc": []} for name in models}
-
-    def evaluate(epoch):
-        for name, (net, _) in models.items():
-            curves[name]["train_acc"].append(net.accuracy(x, t))
-            curves[name]["test_acc"].append(net.accuracy(xt, tt))
-
-    iters = s["epochs"] * max(s["train_size"] // s["batch_size"], 1)
-    bar = ctx.progress(iters)
+    curves, evaluate = accuracy_curves(models, (x, t), (xt, tt))
+    bar = ctx.progress(epoch_iterations(s))
     losses = train_together(models, x, t, batch_size=s["batch_size"], rng=ctx.rng("batches"),
                             epochs=s["epochs"], evaluate=evaluate, bar=bar)
     w = gap_window(s["epochs"])
