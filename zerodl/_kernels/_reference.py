@@ -296,25 +296,25 @@ def instancenorm_backward(dout, xhat, gamma, inv_std):
 
 # ---------------------------------------------------------------- dropout
 
-def dropout_forward(x, mask, scale=1.0):
-    """out = x * mask * scale (mask: bool, same shape)."""
-    chk.float_array("x", x)
-    chk.mask("mask", mask, x.shape)
+def _masked_scale(name, a, mask, scale):
+    """a * mask * scale after the checks; `name` is a's name in their messages."""
+    chk.float_array(name, a)
+    chk.mask("mask", mask, a.shape)
     scale = chk.real("scale", scale)
-    out = np.where(mask, x, 0).astype(x.dtype, copy=False)
+    out = np.where(mask, a, 0).astype(a.dtype, copy=False)
     if scale != 1.0:
         out *= scale
     return out
 
 
+def dropout_forward(x, mask, scale=1.0):
+    """out = x * mask * scale (mask: bool, same shape)."""
+    return _masked_scale("x", x, mask, scale)
+
+
 def dropout_backward(dout, mask, scale=1.0):
-    chk.float_array("dout", dout)
-    chk.mask("mask", mask, dout.shape)
-    scale = chk.real("scale", scale)
-    dx = np.where(mask, dout, 0).astype(dout.dtype, copy=False)
-    if scale != 1.0:
-        dx *= scale
-    return dx
+    """dx = dout * mask * scale."""
+    return _masked_scale("dout", dout, mask, scale)
 
 
 # ---------------------------------------------------------------- im2col / convolution
