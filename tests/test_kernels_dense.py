@@ -1169,3 +1169,62 @@ def test_dropout_forms_agree(case, dtype):
         want = REF[name](np.asarray(x), mask, 1.75)
         assert np.asarray(got).shape == np.asarray(want).shape
         assert_close(np.asarray(got), np.asarray(want))
+
+
+BN_RECOGNISED = ["batchnorm_forward_train", "batchnorm_forward_infer", "batchnorm_backward",
+                 "affine_bn_relu_forward", "affine_bn_relu_backward"]
+
+
+@pytest.mark.parametrize("case", BN_RECOGNISED)
+def test_batchnorm_byteswapped_argument_rejected_like_the_reference(case, rng):
+    """The batch norms recognise well-formed arguments in C; a byte-swapped array in any
+    position must still reach the checks and fail with the reference's error."""
+    args = CASES[case][0](rng, np.float32)
+    positions = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+    assert len(positions) >= 4
+    for i in positions:
+        bad = clone(args)
+        bad[i] = bad[i].astype(bad[i].dtype.newbyteorder(">"))
+        with pytest.raises(TypeError) as ref_err:
+            _call(REF, case, clone(bad))
+        with pytest.raises(TypeError) as cy_err:
+            _call(CY, case, bad)
+        assert str(cy_err.value) == str(ref_err.value), f"argument {i}"
+
+
+@pytest.mark.parametrize("form", ["int", "numpy-float32", "numpy-float64", "bool-like"])
+@pytest.mark.parametrize("case", ["batchnorm_forward_train", "batchnorm_forward_infer",
+                                  "affine_bn_relu_forward"])
+def test_batchnorm_hyperparameter_forms_agree(case, form, rng):
+    """momentum and eps given as ints or NumPy scalars (which the in-C recognition leaves
+    to the checks) give the reference's results; numpy.bool_ is refused like it."""
+    args = CASES[case][0](rng, np.float64)
+    momentum_at = len(args) - 2 if case != "batchnorm_forward_infer" else None
+    convert = {"int": lambda v: int(round(v)) or 1, "numpy-float32": np.float32,
+               "numpy-float64": np.float64, "bool-like": lambda v: np.bool_(True)}[form]
+    if momentum_at is not None:
+        args[momentum_at] = convert(0.75) if form != "int" else 1
+    args[-1] = convert(1e-3) if form != "int" else 1
+    if form == "bool-like":
+        with pytest.raises(TypeError) as ref_err:
+            _call(REF, case, clone(args))
+        with pytest.raises(TypeError) as cy_err:
+            _call(CY, case, args)
+        assert str(cy_err.value) == str(ref_err.value)
+    else:
+        _check_case(case, args)
+
+
+@pytest.mark.parametrize("case", BN_RECOGNISED)
+def test_batchnorm_subclass_and_readonly_inputs_agree(case, rng):
+    """np.matrix inputs and read-only inputs (other than the running statistics) are
+    accepted as the checks accept them and give the reference's results."""
+    args = CASES[case][0](rng, np.float64)
+    inplace = CASES[case][1]
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and i not in inplace:
+            a.flags.writeable = False
+    if args[0].ndim == 2:
+        args[0] = args[0].view(np.matrix)
+    ref_args = [np.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    _check_case(case, args, ref_args=ref_args)

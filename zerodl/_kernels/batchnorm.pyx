@@ -19,17 +19,23 @@ from cython cimport floating
 from cython.parallel cimport prange
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport sqrt
-from libc.string cimport memset
+from libc.float cimport DBL_MAX
+from libc.string cimport memcpy, memset
+
+cimport numpy as cnp
 
 from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._blas cimport gemm_rm_parallel
+from zerodl._kernels._ndarray cimport contiguous, is_array_of, is_float_array, same_shape
 from zerodl._kernels._util cimport (
     part_start, relu_into, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
     zd_colsums_dot_f64, zd_colsums_shifted_f32, zd_colsums_shifted_f64, zd_shifted_sums_f32,
     zd_shifted_sums_f64, zd_sqdev_f32, zd_sqdev_f64, zd_sum_dot_f32, zd_sum_dot_f64,
     zd_sum_f32, zd_sum_f64, zd_wsum_dot_f32, zd_wsum_dot_f64)
+
+cnp.import_array()
 
 # Elements per thread below which one thread does the whole call.
 cdef Py_ssize_t MIN_WORK = 1 << 15
@@ -53,6 +59,63 @@ cdef inline object _c(a):
     return np.ascontiguousarray(a)
 
 
+# ---------------------------------------------------------------- argument plumbing
+# The 2-D batch norms and the fused block take their buffers' addresses straight from the
+# arrays, like the elementwise kernels: a typed memoryview costs about a microsecond to
+# set up, and these calls take a handful of them on 100x100 data.  Well-formed arguments
+# (native float arrays of one dtype and the expected shapes, writable running statistics,
+# Python floats in range) are recognised in C; anything else goes through the shared
+# checks, which raise the reference's errors or accept the argument as it is.
+
+cdef inline bint _vector(a, int typenum, Py_ssize_t n):
+    """a is a 1-D native array of this type number and length (any stride)."""
+    return (is_array_of(a, typenum) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == n)
+
+
+cdef inline bint _running_ok(a, int typenum, Py_ssize_t n):
+    return _vector(a, typenum, n) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)
+
+
+cdef inline bint _matrix(a, int typenum):
+    return is_array_of(a, typenum) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
+
+
+cdef inline bint _in_range(v, double low, bint low_open, double high):
+    """v is a Python float within [low, high] (or (low, high]) that chk.real accepts as
+    it is; other numbers take the checks' path."""
+    if type(v) is not float:
+        return False
+    cdef double f = <double>v
+    return (f > low if low_open else f >= low) and f <= high
+
+
+cdef inline bint _bn_hyper_ok(momentum, eps):
+    return _in_range(momentum, 0.0, False, 1.0) and _in_range(eps, 0.0, True, DBL_MAX)
+
+
+cdef inline bint _params_ok(int tn, Py_ssize_t d, gamma, beta, running_mean, running_var):
+    return (_vector(gamma, tn, d) and _vector(beta, tn, d)
+            and _running_ok(running_mean, tn, d) and _running_ok(running_var, tn, d))
+
+
+cdef inline cnp.ndarray _matrix_out(Py_ssize_t n, Py_ssize_t d, int typenum):
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n
+    dims[1] = d
+    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+
+
+cdef inline cnp.ndarray _vector_out(Py_ssize_t d, int typenum):
+    cdef cnp.npy_intp dims[1]
+    dims[0] = d
+    return cnp.PyArray_EMPTY(1, dims, typenum, 0)
+
+
+cdef inline void* _data(cnp.ndarray a):
+    return cnp.PyArray_DATA(a)
+
+
 # ---------------------------------------------------------------- shared per-feature math
 
 cdef void _finish_stats(double s1, double s2, double count, double shift, double eps,
@@ -67,41 +130,67 @@ cdef void _finish_stats(double s1, double s2, double count, double shift, double
     inv[0] = 1.0 / sqrt(v + eps)
 
 
-cdef void _update_running(floating[:] running_mean, floating[:] running_var,
+cdef inline floating* _at(floating* base, Py_ssize_t byte_stride, Py_ssize_t j) noexcept nogil:
+    return <floating*>(<char*>base + j * byte_stride)
+
+
+cdef void _update_running(floating* running_mean, Py_ssize_t mean_stride,
+                          floating* running_var, Py_ssize_t var_stride, Py_ssize_t d,
                           const double* mean, const double* var,
                           double momentum) noexcept nogil:
     # r = momentum * r + (1 - momentum) * batch, rounded like the reference's
-    # `r *= momentum; r += ((1 - momentum) * batch).astype(dtype)`.
+    # `r *= momentum; r += ((1 - momentum) * batch).astype(dtype)`.  The running
+    # statistics are updated where they are, so they are walked by their byte strides.
     cdef Py_ssize_t j
     cdef floating mom = <floating>momentum
-    for j in range(running_mean.shape[0]):
-        running_mean[j] = running_mean[j] * mom + <floating>((1 - momentum) * mean[j])
-        running_var[j] = running_var[j] * mom + <floating>((1 - momentum) * var[j])
+    cdef floating* r
+    for j in range(d):
+        r = _at(running_mean, mean_stride, j)
+        r[0] = r[0] * mom + <floating>((1 - momentum) * mean[j])
+        r = _at(running_var, var_stride, j)
+        r[0] = r[0] * mom + <floating>((1 - momentum) * var[j])
+
+
+cdef void _update_running_arrays(cnp.ndarray running_mean, cnp.ndarray running_var,
+                                 const double* mean, const double* var, double momentum):
+    """_update_running on the (checked) running-statistics arrays, in their dtype."""
+    cdef Py_ssize_t d = cnp.PyArray_DIM(running_mean, 0)
+    cdef Py_ssize_t sm = cnp.PyArray_STRIDE(running_mean, 0)
+    cdef Py_ssize_t sv = cnp.PyArray_STRIDE(running_var, 0)
+    if cnp.PyArray_TYPE(running_mean) == cnp.NPY_FLOAT:
+        _update_running[float](<float*>_data(running_mean), sm, <float*>_data(running_var),
+                               sv, d, mean, var, momentum)
+    else:
+        _update_running[double](<double*>_data(running_mean), sm, <double*>_data(running_var),
+                                sv, d, mean, var, momentum)
 
 
 # ---------------------------------------------------------------- batch norm (N, D)
 # Rows are split over threads: x streams through in memory order (column blocks would
 # jump a whole row per cache line and defeat the prefetchers); each thread sums its rows
 # into its own (D,) double buffers, which are combined afterwards in thread order.
+# The batch's mean and variance are left in the work memory (at _train_mean: d means, then
+# d variances) for the caller's running-statistics update.
 
-cdef void _bn_train(const floating[:, ::1] x, const floating[::1] gamma,
-                    const floating[::1] beta, floating[:] running_mean,
-                    floating[:] running_var, double momentum, double eps,
-                    floating[:, ::1] out, floating[:, ::1] xhat, floating[::1] inv_std,
-                    double* work, int nt) noexcept nogil:
-    # work: (2*nt + 4) * d doubles
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], lo, hi, j
+cdef inline double* _train_mean(double* work, Py_ssize_t d, int nt) noexcept nogil:
+    return work + 2 * nt * d
+
+
+cdef void _bn_train(const floating* xp, Py_ssize_t n, Py_ssize_t d, const floating* gamma,
+                    const floating* beta, floating* out, floating* xhat, floating* inv_std,
+                    double eps, double* work, int nt) noexcept nogil:
+    # work: (2*nt + 4) * d doubles; n >= 1
+    cdef Py_ssize_t lo, hi, j
     cdef int t
     cdef double s1, s2, inv
     if d == 0:
         return
     cdef double* acc1 = work                # per-thread sums, nt rows of d
     cdef double* acc2 = work + nt * d
-    cdef double* mean = work + 2 * nt * d
+    cdef double* mean = _train_mean(work, d, nt)
     cdef double* var = mean + d
     cdef floating* mhi = <floating*>(var + d)
     cdef floating* mlo = <floating*>(var + 2 * d)
-    cdef const floating* xp = &x[0, 0]
     memset(work, 0, 2 * nt * d * sizeof(double))
     # shifted sums over rows 1..n-1 (row 0 is the shift and adds nothing)
     if nt <= 1:
@@ -122,15 +211,12 @@ cdef void _bn_train(const floating[:, ::1] x, const floating[::1] gamma,
         mhi[j] = <floating>mean[j]
         mlo[j] = <floating>(mean[j] - <double>mhi[j])
     if nt <= 1:
-        _colnorm_rows(xp, d, 0, n, mhi, mlo, &inv_std[0], &gamma[0], &beta[0], &xhat[0, 0],
-                      &out[0, 0])
+        _colnorm_rows(xp, d, 0, n, mhi, mlo, inv_std, gamma, beta, xhat, out)
     else:
         for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
             lo = part_start(n, nt, t)
             hi = part_start(n, nt, t + 1)
-            _colnorm_rows(xp, d, lo, hi, mhi, mlo, &inv_std[0], &gamma[0], &beta[0],
-                          &xhat[0, 0], &out[0, 0])
-    _update_running(running_mean, running_var, mean, var, momentum)
+            _colnorm_rows(xp, d, lo, hi, mhi, mlo, inv_std, gamma, beta, xhat, out)
 
 
 cdef inline void _colsums_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
@@ -158,14 +244,53 @@ cdef inline void _colnorm_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, P
                        out + lo * d)
 
 
-cdef tuple _bn_train_outputs(Py_ssize_t n, Py_ssize_t d, dtype):
+cdef class _TrainOutputs:
     """out and xhat (n, d) and inv_std (d,) of a training-mode batch norm of n rows, its
     thread count and its work memory."""
-    cdef int nt = work_threads(n * d, MIN_WORK)
-    if nt > n:
-        nt = n
-    return (np.empty((n, d), dtype=dtype), np.empty((n, d), dtype=dtype),
-            np.empty(d, dtype=dtype), nt, _Scratch((2 * nt + 4) * d))
+    cdef cnp.ndarray out, xhat, inv_std
+    cdef int nt
+    cdef _Scratch work
+
+    def __cinit__(self, Py_ssize_t n, Py_ssize_t d, int typenum):
+        self.nt = work_threads(n * d, MIN_WORK)
+        if self.nt > n:
+            self.nt = <int>n
+        self.out = _matrix_out(n, d, typenum)
+        self.xhat = _matrix_out(n, d, typenum)
+        self.inv_std = _vector_out(d, typenum)
+        self.work = _Scratch((2 * self.nt + 4) * d)
+
+    cdef void run(self, cnp.ndarray x, cnp.ndarray gamma, cnp.ndarray beta, double eps):
+        """_bn_train of x (n, d) and contiguous gamma, beta into these outputs."""
+        cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+            _bn_train[float](<float*>_data(x), n, d, <float*>_data(gamma),
+                             <float*>_data(beta), <float*>_data(self.out),
+                             <float*>_data(self.xhat), <float*>_data(self.inv_std), eps,
+                             self.work.ptr, self.nt)
+        else:
+            _bn_train[double](<double*>_data(x), n, d, <double*>_data(gamma),
+                              <double*>_data(beta), <double*>_data(self.out),
+                              <double*>_data(self.xhat), <double*>_data(self.inv_std), eps,
+                              self.work.ptr, self.nt)
+
+    cdef tuple finish(self, running_mean, running_var, double momentum):
+        """Update the running statistics with the batch's; returns (out, xhat, inv_std)."""
+        cdef Py_ssize_t d = cnp.PyArray_DIM(self.inv_std, 0)
+        cdef double* mean = _train_mean(self.work.ptr, d, self.nt)
+        if d > 0:
+            _update_running_arrays(running_mean, running_var, mean, mean + d, momentum)
+        return self.out, self.xhat, self.inv_std
+
+
+cdef inline bint _bn_train_ok(x, gamma, beta, running_mean, running_var, momentum, eps):
+    """The arguments of batchnorm_forward_train are well formed (see above)."""
+    if not (is_float_array(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+            and cnp.PyArray_DIM(<cnp.ndarray>x, 0) >= 1):
+        return False
+    return (_params_ok(cnp.PyArray_TYPE(<cnp.ndarray>x), cnp.PyArray_DIM(<cnp.ndarray>x, 1),
+                       gamma, beta, running_mean, running_var)
+            and _bn_hyper_ok(momentum, eps))
 
 
 def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=0.9, eps=1e-6):
@@ -174,94 +299,114 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum=
     running_mean/var (D,) are updated in place: r = momentum*r + (1-momentum)*batch,
     with the biased batch variance (the book's convention).
     """
-    chk.float_array("x", x, 2)
-    momentum, eps = chk.bn_train_args(x, gamma, beta, running_mean, running_var, momentum, eps)
-    x, gamma, beta = _c(x), _c(gamma), _c(beta)
-    n, d = x.shape
-    dtype = x.dtype
-    cdef int nt
-    cdef _Scratch work
-    out, xhat, inv_std, nt, work = _bn_train_outputs(n, d, dtype)
-    if dtype == np.float32:
-        _bn_train[float](x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat,
-                         inv_std, work.ptr, nt)
-    else:
-        _bn_train[double](x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat,
-                          inv_std, work.ptr, nt)
-    return out, xhat, inv_std
+    if not _bn_train_ok(x, gamma, beta, running_mean, running_var, momentum, eps):
+        chk.float_array("x", x, 2)
+        momentum, eps = chk.bn_train_args(x, gamma, beta, running_mean, running_var,
+                                          momentum, eps)
+    cdef cnp.ndarray xc = contiguous(x)
+    cdef _TrainOutputs res = _TrainOutputs(cnp.PyArray_DIM(xc, 0), cnp.PyArray_DIM(xc, 1),
+                                           cnp.PyArray_TYPE(xc))
+    res.run(xc, contiguous(gamma), contiguous(beta), eps)
+    return res.finish(running_mean, running_var, momentum)
 
 
-cdef void _bn_infer_scale(const floating[::1] gamma, const floating[::1] beta,
-                          const floating[:] running_mean, const floating[:] running_var,
+cdef void _bn_infer_scale(const floating* gamma, const floating* beta,
+                          floating* running_mean, Py_ssize_t mean_stride,
+                          floating* running_var, Py_ssize_t var_stride, Py_ssize_t d,
                           double eps, floating* scale, floating* shift) noexcept nogil:
     # scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale, in the
     # dtype like the reference (sqrt of a float32 through double is correctly rounded).
     cdef Py_ssize_t j
     cdef floating t
-    for j in range(gamma.shape[0]):
-        t = running_var[j] + <floating>eps
+    for j in range(d):
+        t = _at(running_var, var_stride, j)[0] + <floating>eps
         scale[j] = gamma[j] / <floating>sqrt(<double>t)
-        shift[j] = beta[j] - running_mean[j] * scale[j]
+        shift[j] = beta[j] - _at(running_mean, mean_stride, j)[0] * scale[j]
 
 
-cdef void _bn_infer(const floating[:, ::1] x, const floating[::1] mean,
-                    const floating* scale, const floating[::1] beta,
-                    floating[:, ::1] out, int nt) noexcept nogil:
-    # out = (x - running_mean) * scale + beta, rows split over threads
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], lo, hi
+cdef _Scratch _infer_scale(cnp.ndarray gamma, cnp.ndarray beta, cnp.ndarray running_mean,
+                           cnp.ndarray running_var, double eps):
+    """scale and shift of inference-mode batch norm, d values each, in the dtype, from
+    checked parameters (gamma, beta contiguous): work memory holding scale then shift."""
+    cdef Py_ssize_t d = cnp.PyArray_DIM(gamma, 0)
+    cdef Py_ssize_t sm = cnp.PyArray_STRIDE(running_mean, 0)
+    cdef Py_ssize_t sv = cnp.PyArray_STRIDE(running_var, 0)
+    cdef _Scratch work = _Scratch(2 * d)
+    if cnp.PyArray_TYPE(gamma) == cnp.NPY_FLOAT:
+        _bn_infer_scale[float](<float*>_data(gamma), <float*>_data(beta),
+                               <float*>_data(running_mean), sm, <float*>_data(running_var),
+                               sv, d, eps, <float*>work.ptr, <float*>(work.ptr + d))
+    else:
+        _bn_infer_scale[double](<double*>_data(gamma), <double*>_data(beta),
+                                <double*>_data(running_mean), sm, <double*>_data(running_var),
+                                sv, d, eps, work.ptr, work.ptr + d)
+    return work
+
+
+cdef void _bn_infer(const floating* x, Py_ssize_t n, Py_ssize_t d, const floating* mean,
+                    const floating* scale, const floating* beta, floating* out,
+                    int nt) noexcept nogil:
+    # out = (x - running_mean) * scale + beta, in the reference's order; rows split over
+    # threads
+    cdef Py_ssize_t lo, hi
     cdef int t
     if n == 0 or d == 0:
         return
     if nt > n:
         nt = <int>n
     if nt <= 1:
-        if floating is float:
-            zd_colaffine_f32(&x[0, 0], d, n, d, &mean[0], scale, &beta[0], &out[0, 0])
-        else:
-            zd_colaffine_f64(&x[0, 0], d, n, d, &mean[0], scale, &beta[0], &out[0, 0])
+        _colaffine_rows(x, d, 0, n, mean, scale, beta, out)
         return
     for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
         lo = part_start(n, nt, t)
         hi = part_start(n, nt, t + 1)
-        if floating is float:
-            zd_colaffine_f32(&x[0, 0] + lo * d, d, hi - lo, d, &mean[0], scale, &beta[0],
-                             &out[0, 0] + lo * d)
-        else:
-            zd_colaffine_f64(&x[0, 0] + lo * d, d, hi - lo, d, &mean[0], scale, &beta[0],
-                             &out[0, 0] + lo * d)
+        _colaffine_rows(x, d, lo, hi, mean, scale, beta, out)
+
+
+cdef inline void _colaffine_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
+                                 const floating* mean, const floating* scale,
+                                 const floating* beta, floating* out) noexcept nogil:
+    if floating is float:
+        zd_colaffine_f32(x + lo * d, d, hi - lo, d, mean, scale, beta, out + lo * d)
+    else:
+        zd_colaffine_f64(x + lo * d, d, hi - lo, d, mean, scale, beta, out + lo * d)
 
 
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """Inference-mode batch norm with the running statistics."""
-    chk.float_array("x", x, 2)
-    chk.norm_params(x, gamma, beta, x.shape[1])
-    chk.running_stats(x, running_mean, running_var, x.shape[1])
-    eps = chk.real("eps", eps, 0.0, low_open=True)
-    x, gamma, beta = _c(x), _c(gamma), _c(beta)
-    n, d = x.shape
-    dtype = x.dtype
-    mean = _c(running_mean)
-    out = np.empty((n, d), dtype=dtype)
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x) if is_float_array(x) else -1
+    cdef Py_ssize_t d = cnp.PyArray_DIM(<cnp.ndarray>x, 1) if (
+        tn >= 0 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2) else -1
+    if not (d >= 0 and _vector(gamma, tn, d) and _vector(beta, tn, d)
+            and _vector(running_mean, tn, d) and _vector(running_var, tn, d)
+            and _in_range(eps, 0.0, True, DBL_MAX)):
+        chk.float_array("x", x, 2)
+        chk.norm_params(x, gamma, beta, x.shape[1])
+        chk.running_stats(x, running_mean, running_var, x.shape[1])
+        eps = chk.real("eps", eps, 0.0, low_open=True)
+    cdef cnp.ndarray xc = contiguous(x)
+    cdef cnp.ndarray bc = contiguous(beta)
+    cdef cnp.ndarray mc = contiguous(running_mean)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0)
+    d = cnp.PyArray_DIM(xc, 1)
+    cdef cnp.ndarray out = _matrix_out(n, d, cnp.PyArray_TYPE(xc))
+    cdef _Scratch ss = _infer_scale(contiguous(gamma), bc, running_mean, running_var, eps)
     cdef int nt = work_threads(n * d, MIN_WORK)
-    cdef Py_ssize_t features = d
-    cdef _Scratch work = _Scratch(2 * features)
-    if dtype == np.float32:
-        _bn_infer_scale[float](gamma, beta, running_mean, running_var, eps,
-                               <float*>work.ptr, <float*>(work.ptr + features))
-        _bn_infer[float](x, mean, <float*>work.ptr, beta, out, nt)
+    if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
+        _bn_infer[float](<float*>_data(xc), n, d, <float*>_data(mc), <float*>ss.ptr,
+                         <float*>_data(bc), <float*>_data(out), nt)
     else:
-        _bn_infer_scale[double](gamma, beta, running_mean, running_var, eps, work.ptr,
-                                work.ptr + features)
-        _bn_infer[double](x, mean, work.ptr, beta, out, nt)
+        _bn_infer[double](<double*>_data(xc), n, d, <double*>_data(mc), ss.ptr,
+                          <double*>_data(bc), <double*>_data(out), nt)
     return out
 
 
-cdef void _bn_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
-                       const floating[::1] gamma, const floating[::1] inv_std,
-                       floating[:, ::1] dx, floating[::1] dgamma, floating[::1] dbeta,
-                       double* work, int nt) noexcept nogil:
-    # work: (2*nt + 3) * d doubles
-    cdef Py_ssize_t n = dout.shape[0], d = dout.shape[1], lo, hi, j
+cdef void _bn_backward(const floating* dp, const floating* hp, Py_ssize_t n, Py_ssize_t d,
+                       const floating* gamma, const floating* inv_std, floating* dx,
+                       floating* dgamma, floating* dbeta, double* work, int nt) noexcept nogil:
+    # work: (2*nt + 3) * d doubles.  With no rows the loops over rows run zero times (and
+    # never index dp, hp or dx).
+    cdef Py_ssize_t lo, hi, j
     cdef int t
     cdef double s1, s2, k
     if d == 0:
@@ -271,9 +416,6 @@ cdef void _bn_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
     cdef floating* p = <floating*>(work + 2 * nt * d)
     cdef floating* q = <floating*>(work + (2 * nt + 1) * d)
     cdef floating* r = <floating*>(work + (2 * nt + 2) * d)
-    # no rows: nothing to point at (the loops below then run over no rows)
-    cdef const floating* dp = &dout[0, 0] if n > 0 else NULL
-    cdef const floating* hp = &xhat[0, 0] if n > 0 else NULL
     memset(work, 0, 2 * nt * d * sizeof(double))
     # per-thread column sums of dout and dout * xhat
     if n > 0:
@@ -301,12 +443,12 @@ cdef void _bn_backward(const floating[:, ::1] dout, const floating[:, ::1] xhat,
     if n == 0:
         return
     if nt <= 1:
-        _colcombine_rows(dp, hp, d, 0, n, p, q, r, &dx[0, 0])
+        _colcombine_rows(dp, hp, d, 0, n, p, q, r, dx)
     else:
         for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
             lo = part_start(n, nt, t)
             hi = part_start(n, nt, t + 1)
-            _colcombine_rows(dp, hp, d, lo, hi, p, q, r, &dx[0, 0])
+            _colcombine_rows(dp, hp, d, lo, hi, p, q, r, dx)
 
 
 cdef inline void _colsums_dot_rows(const floating* a, const floating* b, Py_ssize_t d,
@@ -332,24 +474,43 @@ cdef inline void _colcombine_rows(const floating* a, const floating* c, Py_ssize
         zd_colcombine_f64(a + lo * d, c + lo * d, d, hi - lo, d, p, q, r, out + lo * d)
 
 
+cdef inline int _backward_threads(Py_ssize_t n, Py_ssize_t d) except -1:
+    cdef int nt = work_threads(n * d, MIN_WORK)
+    return <int>max(n, 1) if nt > n else nt
+
+
+cdef inline bint _bn_backward_ok(dout, xhat, gamma, inv_std):
+    """The arguments of batchnorm_backward are well formed: native float arrays of one
+    dtype, dout (N, D), xhat like dout, gamma and inv_std (D,)."""
+    if not (is_float_array(dout) and cnp.PyArray_NDIM(<cnp.ndarray>dout) == 2):
+        return False
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>dout)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(<cnp.ndarray>dout, 1)
+    return (_matrix(xhat, tn) and same_shape(dout, xhat) and _vector(gamma, tn, d)
+            and _vector(inv_std, tn, d))
+
+
 def batchnorm_backward(dout, xhat, gamma, inv_std):
     """Gradients of batch norm over the rows of (N, D): (dx, dgamma, dbeta)."""
-    chk.float_array("dout", dout, 2)
-    chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
-    dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
-    n, d = dout.shape
-    dtype = dout.dtype
-    dx = np.empty((n, d), dtype=dtype)
-    dgamma = np.empty(d, dtype=dtype)
-    dbeta = np.empty(d, dtype=dtype)
-    cdef int nt = work_threads(n * d, MIN_WORK)
-    if nt > n:
-        nt = max(n, 1)
+    if not _bn_backward_ok(dout, xhat, gamma, inv_std):
+        chk.float_array("dout", dout, 2)
+        chk.bn_backward_args(dout, xhat, gamma, inv_std, (dout.shape[1],))
+    cdef cnp.ndarray dc = contiguous(dout), hc = contiguous(xhat)
+    cdef cnp.ndarray gc = contiguous(gamma), ic = contiguous(inv_std)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(dc, 0), d = cnp.PyArray_DIM(dc, 1)
+    cdef int tn = cnp.PyArray_TYPE(dc)
+    cdef cnp.ndarray dx = _matrix_out(n, d, tn)
+    cdef cnp.ndarray dgamma = _vector_out(d, tn), dbeta = _vector_out(d, tn)
+    cdef int nt = _backward_threads(n, d)
     cdef _Scratch work = _Scratch((2 * nt + 3) * d)
-    if dtype == np.float32:
-        _bn_backward[float](dout, xhat, gamma, inv_std, dx, dgamma, dbeta, work.ptr, nt)
+    if tn == cnp.NPY_FLOAT:
+        _bn_backward[float](<float*>_data(dc), <float*>_data(hc), n, d, <float*>_data(gc),
+                            <float*>_data(ic), <float*>_data(dx), <float*>_data(dgamma),
+                            <float*>_data(dbeta), work.ptr, nt)
     else:
-        _bn_backward[double](dout, xhat, gamma, inv_std, dx, dgamma, dbeta, work.ptr, nt)
+        _bn_backward[double](<double*>_data(dc), <double*>_data(hc), n, d, <double*>_data(gc),
+                             <double*>_data(ic), <double*>_data(dx), <double*>_data(dgamma),
+                             <double*>_data(dbeta), work.ptr, nt)
     return dx, dgamma, dbeta
 
 
@@ -357,118 +518,140 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
 # The hidden block of the book's MultiLayerNetExtend in one call each way: the GEMM
 # output, its normalisation and the ReLU stay in cache between the steps.
 
-cdef void _abr_forward(const floating[:, ::1] x, const floating[:, ::1] W,
-                       const floating[::1] b, const floating[::1] gamma,
-                       const floating[::1] beta, floating[:] running_mean,
-                       floating[:] running_var, double momentum, double eps,
-                       floating[:, ::1] a, floating[:, ::1] out, floating[:, ::1] xhat,
-                       floating[::1] inv_std, double* work, int nt, int gemm_nt) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1], i, j
+cdef void _affine_into(const floating* x, const floating* W, const floating* b, Py_ssize_t n,
+                       Py_ssize_t d, Py_ssize_t m, floating* a, int gemm_nt) noexcept nogil:
+    """a (n, m) = x (n, d) @ W (d, m) + b."""
+    cdef Py_ssize_t i
     if m == 0:
         return
     for i in range(n):
-        for j in range(m):
-            a[i, j] = b[j]
+        memcpy(a + i * m, b, m * sizeof(floating))
     if d > 0:
-        gemm_rm_parallel(False, False, n, m, d, &x[0, 0], d, &W[0, 0], m, 1, &a[0, 0], m,
-                         gemm_nt)
-    _bn_train(a, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std,
-              work, nt)
-    relu_into(&out[0, 0], &out[0, 0], n * m)
+        gemm_rm_parallel(False, False, n, m, d, x, d, W, m, 1, a, m, gemm_nt)
+
+
+cdef inline bint _abr_forward_ok(x, W, b, gamma, beta, running_mean, running_var, momentum,
+                                 eps):
+    if not (is_float_array(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+            and cnp.PyArray_DIM(<cnp.ndarray>x, 0) >= 1):
+        return False
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if not (_matrix(W, tn)
+            and cnp.PyArray_DIM(<cnp.ndarray>W, 0) == cnp.PyArray_DIM(<cnp.ndarray>x, 1)):
+        return False
+    cdef Py_ssize_t m = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    return (_vector(b, tn, m) and _params_ok(tn, m, gamma, beta, running_mean, running_var)
+            and _bn_hyper_ok(momentum, eps))
 
 
 def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, momentum=0.9,
                            eps=1e-6):
     """relu(batchnorm(x @ W + b)) in training mode for x (N, D), W (D, M): returns
     (out, xhat, inv_std) and updates running_mean/var (M,) in place."""
-    momentum, eps = chk.affine_bn_relu_args(x, W, b, gamma, beta, running_mean, running_var,
-                                            momentum, eps)
-    x, W, b, gamma, beta = _c(x), _c(W), _c(b), _c(gamma), _c(beta)
-    n, d = x.shape
-    m = W.shape[1]
-    dtype = x.dtype
-    a = np.empty((n, m), dtype=dtype)
-    cdef int nt
-    cdef _Scratch work
-    out, xhat, inv_std, nt, work = _bn_train_outputs(n, m, dtype)
+    if not _abr_forward_ok(x, W, b, gamma, beta, running_mean, running_var, momentum, eps):
+        momentum, eps = chk.affine_bn_relu_args(x, W, b, gamma, beta, running_mean,
+                                                running_var, momentum, eps)
+    cdef cnp.ndarray xc = contiguous(x), Wc = contiguous(W), bc = contiguous(b)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), d = cnp.PyArray_DIM(xc, 1)
+    cdef Py_ssize_t m = cnp.PyArray_DIM(Wc, 1)
+    cdef int tn = cnp.PyArray_TYPE(xc)
+    cdef cnp.ndarray a = _matrix_out(n, m, tn)
     cdef int gemm_nt = get_num_threads()
-    if dtype == np.float32:
-        _abr_forward[float](x, W, b, gamma, beta, running_mean, running_var, momentum, eps, a,
-                            out, xhat, inv_std, work.ptr, nt, gemm_nt)
+    if tn == cnp.NPY_FLOAT:
+        _affine_into[float](<float*>_data(xc), <float*>_data(Wc), <float*>_data(bc), n, d, m,
+                            <float*>_data(a), gemm_nt)
     else:
-        _abr_forward[double](x, W, b, gamma, beta, running_mean, running_var, momentum, eps, a,
-                             out, xhat, inv_std, work.ptr, nt, gemm_nt)
-    return out, xhat, inv_std
+        _affine_into[double](<double*>_data(xc), <double*>_data(Wc), <double*>_data(bc), n, d,
+                             m, <double*>_data(a), gemm_nt)
+    cdef _TrainOutputs res = _TrainOutputs(n, m, tn)
+    res.run(a, contiguous(gamma), contiguous(beta), eps)
+    if tn == cnp.NPY_FLOAT:
+        relu_into(<float*>_data(res.out), <float*>_data(res.out), n * m)
+    else:
+        relu_into(<double*>_data(res.out), <double*>_data(res.out), n * m)
+    return res.finish(running_mean, running_var, momentum)
 
 
-cdef void _abr_backward(const floating[:, ::1] dout, const floating[:, ::1] out,
-                        const floating[:, ::1] xhat, const floating[::1] gamma,
-                        const floating[::1] inv_std, const floating[:, ::1] x,
-                        const floating[:, ::1] W, floating[:, ::1] dr, floating[:, ::1] da,
-                        floating[:, ::1] dx, bint need_dx, floating[:, ::1] dW,
-                        floating[::1] db, floating[::1] dgamma, floating[::1] dbeta,
-                        double* work, int nt, int gemm_nt) noexcept nogil:
-    cdef Py_ssize_t n = dout.shape[0], m = dout.shape[1], d = x.shape[1], i, j
-    cdef floating zero = 0
-    cdef double* acc
+cdef void _abr_backward(const floating* dout, const floating* out, const floating* xhat,
+                        const floating* gamma, const floating* inv_std, const floating* x,
+                        const floating* W, Py_ssize_t n, Py_ssize_t m, Py_ssize_t d,
+                        floating* dx, bint need_dx, floating* dW, floating* db,
+                        floating* dgamma, floating* dbeta, double* work, int nt,
+                        int gemm_nt) noexcept nogil:
+    # work: (2*nt + 4) * m doubles, then dr and da, n*m values each
+    cdef Py_ssize_t k, j
+    cdef floating zero = 0, g
+    cdef floating* dr = <floating*>(work + (2 * nt + 4) * m)
+    cdef floating* da = dr + n * m
+    cdef double* acc = work
     if m == 0:
         if need_dx:
-            for i in range(n):
-                for j in range(d):
-                    dx[i, j] = zero
+            memset(dx, 0, n * d * sizeof(floating))
         return
     # the ReLU's gradient: dout where out > 0 (NaN compares false, as relu_backward)
-    for i in range(n):
-        for j in range(m):
-            dr[i, j] = dout[i, j] if out[i, j] > zero else zero
-    _bn_backward(dr, xhat, gamma, inv_std, da, dgamma, dbeta, work, nt)
+    for k in range(n * m):
+        g = dout[k]         # loaded unconditionally, so the select vectorises
+        dr[k] = g if out[k] > zero else zero
+    _bn_backward(dr, xhat, n, m, gamma, inv_std, da, dgamma, dbeta, work, nt)
     # db = column sums of da, in double (work is free again)
-    acc = work
     memset(acc, 0, m * sizeof(double))
-    for i in range(n):
+    for k in range(n):
         for j in range(m):
-            acc[j] = acc[j] + da[i, j]
+            acc[j] = acc[j] + da[k * m + j]
     for j in range(m):
-        db[j] = <floating> acc[j]
-    if d == 0 or n == 0:
-        return  # dW was cleared by the caller when n == 0
-    gemm_rm_parallel(True, False, d, m, n, &x[0, 0], d, &da[0, 0], m, 0, &dW[0, 0], m,
-                     gemm_nt)
+        db[j] = <floating>acc[j]
+    if d == 0:
+        return
+    if n == 0:
+        memset(dW, 0, d * m * sizeof(floating))
+        return
+    gemm_rm_parallel(True, False, d, m, n, x, d, da, m, 0, dW, m, gemm_nt)
     if need_dx:
-        gemm_rm_parallel(False, True, n, d, m, &da[0, 0], m, &W[0, 0], m, 0, &dx[0, 0], d,
-                         gemm_nt)
+        gemm_rm_parallel(False, True, n, d, m, da, m, W, m, 0, dx, d, gemm_nt)
+
+
+cdef inline bint _abr_backward_ok(dout, out, xhat, gamma, inv_std, x, W):
+    if not _bn_backward_ok(dout, xhat, gamma, inv_std):
+        return False
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>dout)
+    return (_matrix(out, tn) and same_shape(dout, out) and _matrix(x, tn) and _matrix(W, tn)
+            and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == cnp.PyArray_DIM(<cnp.ndarray>dout, 0)
+            and cnp.PyArray_DIM(<cnp.ndarray>W, 0) == cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+            and cnp.PyArray_DIM(<cnp.ndarray>W, 1) == cnp.PyArray_DIM(<cnp.ndarray>dout, 1))
 
 
 def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True):
     """Gradients of affine_bn_relu_forward: (dx, dW, db, dgamma, dbeta); dx is None when
     need_dx is false."""
-    chk.affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W)
-    dout, out, xhat, gamma, inv_std = _c(dout), _c(out), _c(xhat), _c(gamma), _c(inv_std)
-    x, W = _c(x), _c(W)
-    n, m = dout.shape
-    d = x.shape[1]
-    dtype = dout.dtype
+    if not _abr_backward_ok(dout, out, xhat, gamma, inv_std, x, W):
+        chk.affine_bn_relu_backward_args(dout, out, xhat, gamma, inv_std, x, W)
+    cdef cnp.ndarray dc = contiguous(dout), oc = contiguous(out), hc = contiguous(xhat)
+    cdef cnp.ndarray gc = contiguous(gamma), ic = contiguous(inv_std)
+    cdef cnp.ndarray xc = contiguous(x), Wc = contiguous(W)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(dc, 0), m = cnp.PyArray_DIM(dc, 1)
+    cdef Py_ssize_t d = cnp.PyArray_DIM(xc, 1)
+    cdef int tn = cnp.PyArray_TYPE(dc)
     cdef bint want_dx = bool(need_dx)
-    dr = np.empty((n, m), dtype=dtype)
-    da = np.empty((n, m), dtype=dtype)
-    dx = np.empty((n if want_dx else 0, d), dtype=dtype)
-    dW = np.empty((d, m), dtype=dtype)
-    if n == 0 or m == 0:
-        dW[...] = 0
-    db = np.empty(m, dtype=dtype)
-    dgamma = np.empty(m, dtype=dtype)
-    dbeta = np.empty(m, dtype=dtype)
-    cdef int nt = work_threads(n * m, MIN_WORK)
-    if nt > n:
-        nt = max(n, 1)
-    cdef _Scratch work = _Scratch((2 * nt + 3) * m + m)
-    cdef int gemm_nt = get_num_threads()
-    if dtype == np.float32:
-        _abr_backward[float](dout, out, xhat, gamma, inv_std, x, W, dr, da, dx, want_dx, dW,
-                             db, dgamma, dbeta, work.ptr, nt, gemm_nt)
+    cdef cnp.ndarray dx = _matrix_out(n if want_dx else 0, d, tn)
+    cdef cnp.ndarray dW = _matrix_out(d, m, tn)
+    cdef cnp.ndarray db = _vector_out(m, tn), dgamma = _vector_out(m, tn)
+    cdef cnp.ndarray dbeta = _vector_out(m, tn)
+    cdef int nt = _backward_threads(n, m)
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(dc)
+    # work memory: the batch norm's, then dr and da (n*m values each) in whole doubles
+    cdef _Scratch work = _Scratch((2 * nt + 4) * m + (2 * n * m * item + 7) // 8)
+    if tn == cnp.NPY_FLOAT:
+        _abr_backward[float](<float*>_data(dc), <float*>_data(oc), <float*>_data(hc),
+                             <float*>_data(gc), <float*>_data(ic), <float*>_data(xc),
+                             <float*>_data(Wc), n, m, d, <float*>_data(dx), want_dx,
+                             <float*>_data(dW), <float*>_data(db), <float*>_data(dgamma),
+                             <float*>_data(dbeta), work.ptr, nt, get_num_threads())
     else:
-        _abr_backward[double](dout, out, xhat, gamma, inv_std, x, W, dr, da, dx, want_dx, dW,
-                              db, dgamma, dbeta, work.ptr, nt, gemm_nt)
+        _abr_backward[double](<double*>_data(dc), <double*>_data(oc), <double*>_data(hc),
+                              <double*>_data(gc), <double*>_data(ic), <double*>_data(xc),
+                              <double*>_data(Wc), n, m, d, <double*>_data(dx), want_dx,
+                              <double*>_data(dW), <double*>_data(db), <double*>_data(dgamma),
+                              <double*>_data(dbeta), work.ptr, nt, get_num_threads())
     return (dx if want_dx else None), dW, db, dgamma, dbeta
 
 
@@ -560,7 +743,8 @@ cdef void _sbn_train(const floating[:, :, ::1] x, const floating[::1] gamma,
         for pl in prange(planes, num_threads=nt, schedule="static"):
             _plane_norm(xp + pl * hw, hw, mhi[pl % c], mlo[pl % c], inv_std[pl % c],
                         gamma[pl % c], beta[pl % c], hp + pl * hw, op + pl * hw)
-    _update_running(running_mean, running_var, &mean[0], &var[0], momentum)
+    _update_running(&running_mean[0], running_mean.strides[0], &running_var[0],
+                    running_var.strides[0], c, &mean[0], &var[0], momentum)
 
 
 def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
@@ -625,15 +809,11 @@ def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, e
     if nt > n * c:
         nt = max(n * c, 1)
     cdef Py_ssize_t channels = c
-    cdef _Scratch work = _Scratch(2 * channels)
+    cdef _Scratch work = _infer_scale(gamma, beta, running_mean, running_var, eps)
     if dtype == np.float32:
-        _bn_infer_scale[float](gamma, beta, running_mean, running_var, eps, <float*>work.ptr,
-                               <float*>(work.ptr + channels))
         _sbn_infer[float](x.reshape(shape3), <float*>work.ptr, <float*>(work.ptr + channels),
                           out.reshape(shape3), nt)
     else:
-        _bn_infer_scale[double](gamma, beta, running_mean, running_var, eps, work.ptr,
-                                work.ptr + channels)
         _sbn_infer[double](x.reshape(shape3), work.ptr, work.ptr + channels,
                            out.reshape(shape3), nt)
     return out
