@@ -106,7 +106,7 @@ cdef inline void gemm_rm(bint trans_a, bint trans_b, int m, int n, int k, floati
 
 # Multiply-adds per thread below which splitting a GEMM costs more than it saves.
 cdef enum:
-    GEMM_MIN_WORK = 1 << 20
+    GEMM_MIN_WORK = 1 << 18
 
 
 cdef inline int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
