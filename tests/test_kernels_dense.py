@@ -1228,3 +1228,29 @@ def test_batchnorm_subclass_and_readonly_inputs_agree(case, rng):
         args[0] = args[0].view(np.matrix)
     ref_args = [np.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
     _check_case(case, args, ref_args=ref_args)
+
+
+@pytest.mark.parametrize("c", [1, 10, 63, 64, 200])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_short_and_long_rows_agree_on_any_thread_count(c, dtype, threads):
+    """Rows shorter than 64 take their exponentials over the whole block of rows, longer
+    ones row by row: both agree with the reference, on wide-ranging and -inf logits, and
+    give the same loss and probabilities whatever the thread count."""
+    rng = np.random.default_rng(c)
+    n = max(40000 // c, 4)      # enough elements for the batch to split over threads
+    x = rand(rng, (n, c), dtype, scale=30.0)
+    x[::7, 0] = -1e4
+    if c > 1:
+        x[1::5, -1] = -np.inf
+    t = rng.integers(0, c, n)
+    t[1::5] = 0                 # never the -inf column
+    expected = REF["softmax_cross_entropy_forward"](x, t)
+    results = []
+    for k in (1, 2, 3):
+        threads(k)
+        results.append(CY["softmax_cross_entropy_forward"](x, t))
+        assert_close(results[-1], expected)
+        assert np.isfinite(results[-1][0])
+    for loss, y in results[1:]:
+        assert loss == results[0][0]
+        np.testing.assert_array_equal(y, results[0][1])

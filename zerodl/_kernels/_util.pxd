@@ -164,6 +164,15 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < n; i++) out[i] = zd_tanh(x[i]);
     }
 
+    /* y = exp(y) in place, over a whole block: softmax of short rows (a few classes)
+       runs its exponentials here, since a row of 10 is too short for the vector loop. */
+    ZD_CLONES static void zd_exp_inplace_f32(float* y, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = zd_expf(y[i]);
+    }
+    ZD_CLONES static void zd_exp_inplace_f64(double* y, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = zd_exp(y[i]);
+    }
+
     /* y = exp(x - shift); returns sum(y) accumulated in double. */
     ZD_CLONES static double zd_exp_shift_sum_f32(const float* x, float* y, Py_ssize_t n,
                                                  float shift) {
@@ -397,6 +406,8 @@ cdef extern from *:
     void zd_sigmoid_f64(const double* x, double* out, Py_ssize_t n) noexcept nogil
     void zd_tanh_f32(const float* x, float* out, Py_ssize_t n) noexcept nogil
     void zd_tanh_f64(const double* x, double* out, Py_ssize_t n) noexcept nogil
+    void zd_exp_inplace_f32(float* y, Py_ssize_t n) noexcept nogil
+    void zd_exp_inplace_f64(double* y, Py_ssize_t n) noexcept nogil
     double zd_exp_shift_sum_f32(const float* x, float* y, Py_ssize_t n, float shift) noexcept nogil
     double zd_exp_shift_sum_f64(const double* x, double* y, Py_ssize_t n, double shift) noexcept nogil
     void zd_mask_scale_f32(const float* x, const unsigned char* mask, float scale, float* out, Py_ssize_t n) noexcept nogil
