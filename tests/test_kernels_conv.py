@@ -147,6 +147,13 @@ def relayout(a, layout, rng):
     if layout == "transposed":
         perm = tuple(reversed(range(a.ndim)))
         return np.ascontiguousarray(a.transpose(perm)).transpose(perm)
+    if layout == "unaligned" and a.size:
+        # C-contiguous, but starting one byte into its buffer: not aligned to its items
+        buf = np.zeros(a.nbytes + 8, np.uint8)
+        u = np.ndarray(a.shape, a.dtype, buffer=buf, offset=1)
+        u[...] = a
+        assert not u.flags.aligned
+        return u
     if layout == "readonly":
         a = a.copy()
         a.flags.writeable = False
@@ -190,7 +197,8 @@ def test_every_conv_and_pool_kernel_is_compiled():
         **{name: "pool" for name in POOL_KERNELS}}
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed", "readonly"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed", "readonly",
+                                    "unaligned"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("name", KERNELS)
 def test_agrees_with_reference(name, dtype, layout):
