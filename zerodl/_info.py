@@ -9,6 +9,7 @@ import numpy as np
 
 def collect() -> dict:
     from . import _config, _kernels
+    from ._kernels import _buffers
     from ._version import __version__
 
     data = {
@@ -24,6 +25,7 @@ def collect() -> dict:
         "compiled_kernels": _kernels.compiled_kernels(),
         "reference_fallbacks": list(_kernels.fallbacks()),
         "zerodl_threads": _config.get_num_threads(),
+        "buffer_cache": _buffers.stats(),
         "build": _kernels.build_info(),
         "blas": [],
     }
@@ -56,6 +58,9 @@ def render(d: dict) -> str:
         if key != "variant":
             lines.append(f"build {key}: {value}")
     lines.append(f"zerodl kernel threads: {d['zerodl_threads']}")
+    cache = d["buffer_cache"]
+    lines.append(f"buffer cache (ZERODL_BUFFER_CACHE_MB): limit {cache['limit'] / 2**20:.0f} MB, "
+                 f"{cache['arrays']} arrays, {cache['held_bytes'] / 2**20:.1f} MB held")
     for pool in d["blas"]:
         if "note" in pool:
             lines.append(pool["note"])

@@ -14,10 +14,25 @@ cdef inline cnp.ndarray contiguous(cnp.ndarray a):
     return np.ascontiguousarray(a)
 
 
+cdef inline cnp.ndarray new_array(int ndim, cnp.npy_intp* dims, int typenum):
+    """A new C-ordered array; float arrays of a megabyte or more come from the kernels'
+    buffer cache (_buffers), which spares them glibc's page faults."""
+    cdef Py_ssize_t nbytes = 4 if typenum == cnp.NPY_FLOAT else (
+        8 if typenum == cnp.NPY_DOUBLE else 0)
+    cdef int k
+    for k in range(ndim):
+        nbytes *= dims[k]
+    if nbytes < (1 << 20):
+        return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    from zerodl._kernels._buffers import empty
+    return empty(tuple([dims[k] for k in range(ndim)]),
+                 np.float32 if typenum == cnp.NPY_FLOAT else np.float64)
+
+
 cdef inline cnp.ndarray empty_like(cnp.ndarray a, int typenum=-1):
     """A new C-ordered array of a's shape, in a's dtype or the given one."""
-    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),
-                             cnp.PyArray_TYPE(a) if typenum < 0 else typenum, 0)
+    return new_array(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),
+                     cnp.PyArray_TYPE(a) if typenum < 0 else typenum)
 
 
 cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b):

@@ -27,7 +27,8 @@ cimport numpy as cnp
 from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._blas cimport gemm_rm_parallel
-from zerodl._kernels._ndarray cimport contiguous, is_array_of, is_float_array, same_shape
+from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array, new_array,
+                                      same_shape)
 from zerodl._kernels._util cimport (
     part_start, relu_into, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
@@ -103,7 +104,7 @@ cdef inline cnp.ndarray _matrix_out(Py_ssize_t n, Py_ssize_t d, int typenum):
     cdef cnp.npy_intp dims[2]
     dims[0] = n
     dims[1] = d
-    return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    return new_array(2, dims, typenum)
 
 
 cdef inline cnp.ndarray _vector_out(Py_ssize_t d, int typenum):
@@ -576,13 +577,14 @@ cdef void _abr_backward(const floating* dout, const floating* out, const floatin
                         const floating* gamma, const floating* inv_std, const floating* x,
                         const floating* W, Py_ssize_t n, Py_ssize_t m, Py_ssize_t d,
                         floating* dx, bint need_dx, floating* dW, floating* db,
-                        floating* dgamma, floating* dbeta, double* work, int nt,
-                        int gemm_nt) noexcept nogil:
-    # work: (2*nt + 4) * m doubles, then dr and da, n*m values each
+                        floating* dgamma, floating* dbeta, floating* scratch, double* work,
+                        int nt, int gemm_nt) noexcept nogil:
+    # scratch: dr then da, n*m values each; work: (2*nt + 3) * m doubles (the batch
+    # norm's), at least m
     cdef Py_ssize_t k, j
     cdef floating zero = 0, g
-    cdef floating* dr = <floating*>(work + (2 * nt + 4) * m)
-    cdef floating* da = dr + n * m
+    cdef floating* dr = scratch
+    cdef floating* da = scratch + n * m
     cdef double* acc = work
     if m == 0:
         if need_dx:
@@ -637,21 +639,23 @@ def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True)
     cdef cnp.ndarray db = _vector_out(m, tn), dgamma = _vector_out(m, tn)
     cdef cnp.ndarray dbeta = _vector_out(m, tn)
     cdef int nt = _backward_threads(n, m)
-    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(dc)
-    # work memory: the batch norm's, then dr and da (n*m values each) in whole doubles
-    cdef _Scratch work = _Scratch((2 * nt + 4) * m + (2 * n * m * item + 7) // 8)
+    cdef _Scratch work = _Scratch((2 * nt + 3) * m + m)
+    # the ReLU's and the batch norm's input gradients, dr and da: (2n, m) of scratch
+    cdef cnp.ndarray grads = _matrix_out(2 * n, m, tn)
     if tn == cnp.NPY_FLOAT:
         _abr_backward[float](<float*>_data(dc), <float*>_data(oc), <float*>_data(hc),
                              <float*>_data(gc), <float*>_data(ic), <float*>_data(xc),
                              <float*>_data(Wc), n, m, d, <float*>_data(dx), want_dx,
                              <float*>_data(dW), <float*>_data(db), <float*>_data(dgamma),
-                             <float*>_data(dbeta), work.ptr, nt, get_num_threads())
+                             <float*>_data(dbeta), <float*>_data(grads), work.ptr, nt,
+                             get_num_threads())
     else:
         _abr_backward[double](<double*>_data(dc), <double*>_data(oc), <double*>_data(hc),
                               <double*>_data(gc), <double*>_data(ic), <double*>_data(xc),
                               <double*>_data(Wc), n, m, d, <double*>_data(dx), want_dx,
                               <double*>_data(dW), <double*>_data(db), <double*>_data(dgamma),
-                              <double*>_data(dbeta), work.ptr, nt, get_num_threads())
+                              <double*>_data(dbeta), <double*>_data(grads), work.ptr, nt,
+                              get_num_threads())
     return (dx if want_dx else None), dW, db, dgamma, dbeta
 
 

@@ -19,6 +19,7 @@ from cython.parallel cimport prange, threadid
 import numpy as np
 
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
 from zerodl._kernels._util cimport relu_into
@@ -433,7 +434,7 @@ cdef object _padded(x, Py_ssize_t p, int nt):
     if not p:
         return x
     n, c, h, w = x.shape
-    xp = np.empty((n, c, h + 2 * p, w + 2 * p), dtype=x.dtype)
+    xp = _empty((n, c, h + 2 * p, w + 2 * p), x.dtype)
     if xp.size:
         if x.dtype == np.float32:
             _pad_run[float](x, xp, p, nt)
@@ -446,7 +447,7 @@ cdef object _scratch(Py_ssize_t nt, Py_ssize_t rows, Py_ssize_t cols, dtype, bin
     """Per-thread 2-D buffers (nt, rows, cols); (nt, 1, 1) stand-ins when unused (every
     thread still takes its slice)."""
     if used:
-        return np.empty((nt, rows, cols), dtype=dtype)
+        return _empty((nt, rows, cols), dtype)
     return np.empty((nt, 1, 1), dtype=dtype)
 
 
@@ -459,7 +460,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     n, c, h, w = x.shape
     fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
     x = np.ascontiguousarray(x)
-    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
+    col = _empty((n * oh * ow, c * fh * fw), x.dtype)
     if col.size:
         nt = task_threads(col.size, n * oh)
         xp = _padded(x, p, nt)
@@ -477,7 +478,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     fh, fw, s, p, oh, ow = chk.conv_geometry(h, w, filter_h, filter_w, stride, pad)
     chk.shape_is("col", col, (n * oh * ow, c * fh * fw), "(N*OH*OW, C*FH*FW)")
     col = np.ascontiguousarray(col)
-    img = np.empty((n, c, h, w), dtype=col.dtype)
+    img = _empty((n, c, h, w), col.dtype)
     if img.size:
         nt = task_threads(max(col.size, img.size), n * c)
         # The patches of conv_geometry's oh, ow end inside the padded plane.
@@ -498,8 +499,8 @@ def conv_forward(x, W, b, stride=1, pad=0):
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(W).reshape(fn, c * fh * fw)
     b = np.ascontiguousarray(b)
-    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
-    out = np.empty((n, fn, oh, ow), dtype=x.dtype)
+    col = _empty((n * oh * ow, c * fh * fw), x.dtype)
+    out = _empty((n, fn, oh, ow), x.dtype)
     if n == 0:
         return out, col
     cdef int held
@@ -528,11 +529,11 @@ def conv_relu_pool_forward(x, W, b, stride=1, pad=0, pool_h=2, pool_w=2, pool_st
     x = np.ascontiguousarray(x)
     wmat = np.ascontiguousarray(W).reshape(fn, c * fh * fw)
     b = np.ascontiguousarray(b)
-    out = np.empty((n, fn, qh, qw), dtype=x.dtype)
-    argmax = np.empty((n, fn, qh, qw), dtype=np.intp)
+    out = _empty((n, fn, qh, qw), x.dtype)
+    argmax = _empty((n, fn, qh, qw), np.intp)
     if n == 0 or fn == 0:
         return out, im2col(x, fh, fw, s, p), argmax
-    col = np.empty((n * oh * ow, c * fh * fw), dtype=x.dtype)
+    col = _empty((n * oh * ow, c * fh * fw), x.dtype)
     cdef int held
     nt = _threads_with_blas(col.size + n * fn * oh * ow, n, &held)
     try:
@@ -559,7 +560,7 @@ cdef tuple _grad_outputs(dout, col, W, Py_ssize_t n, Py_ssize_t c, Py_ssize_t h,
         return None
     dtype = dout.dtype
     if need_dx:
-        dx = np.empty((n, c, h, w), dtype=dtype)
+        dx = _empty((n, c, h, w), dtype)
     else:
         dx = np.empty((1, 1, 1, 1), dtype=dtype)
     return (np.ascontiguousarray(dout), np.ascontiguousarray(col),

@@ -16,6 +16,7 @@ from cython.parallel cimport prange
 import numpy as np
 
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._conv_helpers cimport task_threads
 from zerodl._kernels._pool_helpers cimport (max_back_plane, max_plane, window_hi,
                                            window_lo)
@@ -161,8 +162,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
     position of the maximum inside its window (fy*pool_w + fx, first one on ties)."""
     n, c, h, w, ph, pw, s, p, oh, ow = _pool_setup(x, pool_h, pool_w, stride, pad)
     x = np.ascontiguousarray(x)
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    argmax = np.empty((n, c, oh, ow), dtype=np.intp)
+    out = _empty((n, c, oh, ow), x.dtype)
+    argmax = _empty((n, c, oh, ow), np.intp)
     if out.size:
         nt = task_threads(x.size + out.size, n * c)
         if x.dtype == np.float32:
@@ -179,7 +180,7 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=2, pad=0)
     dout = np.ascontiguousarray(dout)
     # In range now, so any integer dtype converts to intp exactly.
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
-    dx = np.empty((n, c, h, w), dtype=dout.dtype)
+    dx = _empty((n, c, h, w), dout.dtype)
     if dx.size:
         nt = task_threads(dx.size + dout.size, n * c)
         if dout.dtype == np.float32:
@@ -193,7 +194,7 @@ def avgpool_forward(x, pool_h, pool_w, stride=2, pad=0):
     """Average pooling; padded zeros count in the average (a fixed divisor ph*pw)."""
     n, c, h, w, ph, pw, s, p, oh, ow = _pool_setup(x, pool_h, pool_w, stride, pad)
     x = np.ascontiguousarray(x)
-    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    out = _empty((n, c, oh, ow), x.dtype)
     if out.size:
         nt = task_threads(x.size + out.size, n * c)
         if x.dtype == np.float32:
@@ -207,7 +208,7 @@ def avgpool_backward(dout, input_shape, pool_h, pool_w, stride=2, pad=0):
     n, c, h, w, ph, pw, s, p, oh, ow = _pool_back_setup(dout, input_shape, pool_h, pool_w,
                                                          stride, pad)
     dout = np.ascontiguousarray(dout)
-    dx = np.empty((n, c, h, w), dtype=dout.dtype)
+    dx = _empty((n, c, h, w), dout.dtype)
     if dx.size:
         nt = task_threads(dx.size + dout.size, n * c)
         if dout.dtype == np.float32:
