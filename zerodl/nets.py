@@ -228,10 +228,13 @@ class Network:
                 steps[0].backward(dout, need_dx=False)
             else:
                 steps[0].backward(dout)
+        decay = self.weight_decay_lambda or self.l1_lambda
+        views = self._grad_views
         for name, g in self._layer_grads():
-            view = self._grad_views[name]
+            view = views[name]
             view[...] = g
-            self._add_decay_grad(name, view)
+            if decay:
+                self._add_decay_grad(name, view)
         update_flat = getattr(optimizer, "update_flat", None)
         if update_flat is not None:
             update_flat(self.params, self.flat_params, self.flat_grads)

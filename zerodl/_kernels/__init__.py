@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import os
 
+from .._config import get_backend
+
 # How long an OpenMP thread waiting for work spins before it sleeps.  libgomp reads
 # GOMP_SPINCOUNT once, when it is loaded, so the variable is set only while the compiled
 # modules load (see _load_cython) and removed again: libgomp copies loaded later (such as
@@ -233,7 +235,6 @@ class _Ops:
     __slots__ = ()
 
     def __getattr__(self, name):
-        from .._config import get_backend
         try:
             return table(get_backend())[name]
         except KeyError:
