@@ -3,7 +3,6 @@ handed out again only once nobody else holds it, and a recycled array's old cont
 never leak into a result."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
@@ -41,6 +40,36 @@ def test_reused_only_when_nobody_holds_it():
     d = _buffers.empty(SHAPE, np.float32)
     assert d.ctypes.data == address
     assert _buffers.stats()["arrays"] == 3
+
+
+def test_changes_to_an_output_stay_with_it():
+    """Flags, shape and dtype set on a handed-out array, or a weak reference to it, do not
+    reach the next caller: each caller gets its own view of the cached base."""
+    import weakref
+    a = _buffers.empty(SHAPE, np.float32)
+    address = a.ctypes.data
+    a.flags.writeable = False
+    a.shape = SHAPE[::-1]
+    a.dtype = np.int32
+    ref = weakref.ref(a)
+    del a
+    assert ref() is None
+    b = _buffers.empty(SHAPE, np.float32)
+    assert b.ctypes.data == address
+    assert b.shape == SHAPE and b.dtype == np.float32 and b.flags.writeable
+    b.fill(2.0)
+
+
+def test_a_base_changed_through_base_is_not_reused():
+    a = _buffers.empty(SHAPE, np.float32)
+    address = a.ctypes.data
+    base = a.base
+    del a
+    assert _buffers.empty(SHAPE, np.float32).ctypes.data != address   # base still held
+    base.flags.writeable = False
+    del base
+    c = _buffers.empty(SHAPE, np.float32)
+    assert c.ctypes.data != address and c.flags.writeable
 
 
 def test_held_results_never_change():
@@ -101,10 +130,10 @@ def _poison_free_arrays():
     part of a recycled output unwritten shows it."""
     poisoned = 0
     for bucket in _buffers._buckets.values():
-        for a in bucket:
-            # the bucket, the loop variable and getrefcount's argument
-            if sys.getrefcount(a) == 3:
-                a.fill(np.nan if a.dtype.kind == "f" else -1)
+        for entry in bucket:
+            if _buffers._refcount(entry) == _buffers._ALONE:
+                base = entry[0]
+                base.fill(np.nan if base.dtype.kind == "f" else -1)
                 poisoned += 1
     return poisoned
 

@@ -7,26 +7,29 @@ way (1064 page faults per call: freeing its two 16 MB outputs lets glibc trim th
 and the next call grows it again), and DeepConvNet's 45 MB im2col matrix paid 1.7 ms per
 forward.  So the kernels take arrays of at least MIN_BYTES from here.
 
-The cache keeps every array it hands out and hands one out again only when nothing but
-the cache refers to it any more - its reference count says so - so no caller ever sees
-the data of an array it still holds change.  It holds at most ``limit`` bytes
-(``ZERODL_BUFFER_CACHE_MB``, default 512; 0 turns it off, and so does a Python without
-the GIL, where reference counts are not exact); past that the least recently used
-arrays are let go, to be freed when their last user drops them.
+The cache owns a base array per slot and hands out a new view of it each time, so what a
+caller does to its array object (flags, shape, dtype) stays with that object.  A base is
+handed out again only when nothing but the cache refers to it - no view of it is alive,
+as its reference count shows - so no caller ever sees the data of an array it still holds
+change.  The cache keeps at most ``limit`` bytes (``ZERODL_BUFFER_CACHE_MB``, default
+512; 0 turns it off, and so does a Python without exact reference counts: PyPy, or a
+free-threaded build); past that the least recently used bases are let go, to be freed
+when their last view is.
 """
 from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import threading
 
 import numpy as np
 
 MIN_BYTES = 1 << 20
 
-_lock = threading.Lock()
-_buckets: dict[tuple, list[np.ndarray]] = {}   # (shape, dtype) -> arrays, oldest key first
-_held = 0                                       # bytes of the arrays in _buckets
+_lock = threading.RLock()
+# (shape, dtype) -> [[base, nbytes], ...]; the least recently used key first
+_buckets: dict[tuple, list[list]] = {}
 
 
 def _limit_from_env() -> int:
@@ -37,84 +40,106 @@ def _limit_from_env() -> int:
         mb = float(raw)
     except ValueError:
         raise ValueError(f"ZERODL_BUFFER_CACHE_MB must be a number of megabytes, got {raw!r}")
-    if not mb >= 0:
-        raise ValueError(f"ZERODL_BUFFER_CACHE_MB must be >= 0, got {raw!r}")
+    if not mb >= 0 or mb == float("inf"):
+        raise ValueError(f"ZERODL_BUFFER_CACHE_MB must be a finite number >= 0, got {raw!r}")
     return int(mb * (1 << 20))
 
 
 def _refcounts_exact() -> bool:
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    return sys.implementation.name == "cpython" and (is_gil_enabled is None or is_gil_enabled())
+    return (sys.implementation.name == "cpython"
+            and not sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
-_limit = _limit_from_env() if _refcounts_exact() else 0
+def _count_when_alone() -> int:
+    """What _is_free's getrefcount reads for an object held by one list slot alone (the
+    slot plus the subscript's temporary on current CPythons; measured, not assumed, since
+    the interpreter's reference borrowing changes between versions)."""
+    probe = [[object(), 0]]
+    return _refcount(probe[0])
 
-# sys.getrefcount of a cached array that nobody else holds, as seen in _take: the bucket's
-# slot, the loop variable and getrefcount's own argument.
-_ONLY_CACHED = 3
+
+def _refcount(entry: list) -> int:
+    return sys.getrefcount(entry[0])
+
+
+_ALONE = _count_when_alone() if _refcounts_exact() else -1
+_limit = _limit_from_env() if _ALONE > 0 else 0
+
+
+def _reusable(entry: list, shape: tuple, dtype: np.dtype) -> bool:
+    """entry's base is referred to by the cache alone and is still the array it made (a
+    caller that reached it through .base may have changed it)."""
+    if _refcount(entry) != _ALONE:
+        return False
+    base = entry[0]
+    return (base.shape == shape and base.dtype == dtype and base.flags.writeable
+            and base.flags.c_contiguous and base.nbytes == entry[1])
 
 
 def empty(shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised C-ordered array, like np.empty(shape, dtype): recycled from the
-    cache when one of that shape and dtype is no longer used elsewhere."""
+    """An uninitialised C-ordered array, like np.empty(shape, dtype): a view of a cached
+    base when one of that shape and dtype is no longer used elsewhere."""
     dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
     nbytes = dtype.itemsize
     for d in shape:
         nbytes *= d
     if nbytes < MIN_BYTES or _limit == 0:
         return np.empty(shape, dtype)
-    key = (tuple(shape), dtype)
+    key = (shape, dtype)
+    base = None
     with _lock:
         bucket = _buckets.pop(key, None)
         if bucket is not None:
             _buckets[key] = bucket                # most recently used last
-            for a in bucket:
-                if sys.getrefcount(a) == _ONLY_CACHED:
-                    return a
-        a = np.empty(shape, dtype)
+            for entry in bucket:
+                if _reusable(entry, shape, dtype):
+                    base = entry[0]               # our reference keeps it taken
+                    break
+    if base is None:
+        base = np.empty(shape, dtype)
         if nbytes <= _limit:
-            _buckets.setdefault(key, []).append(a)
-            _add(nbytes)
-        return a
+            with _lock:
+                _buckets.setdefault(key, []).append([base, nbytes])
+                _evict()
+    return base.view()
 
 
-def _add(nbytes: int) -> None:
-    """Count nbytes more and let the oldest arrays go while over the limit."""
-    global _held
-    _held += nbytes
-    while _held > _limit and _buckets:
+def _held() -> int:
+    return sum(entry[1] for bucket in _buckets.values() for entry in bucket)
+
+
+def _evict() -> None:
+    """Let the least recently used bases go while over the limit."""
+    while _buckets and _held() > _limit:
         key = next(iter(_buckets))
         bucket = _buckets[key]
-        _held -= bucket.pop(0).nbytes
+        bucket.pop(0)
         if not bucket:
             del _buckets[key]
 
 
 def set_limit(nbytes: int) -> int:
-    """Hold at most nbytes of arrays (0: no caching); returns the previous limit."""
+    """Keep at most nbytes of arrays (0: no caching); returns the previous limit."""
     global _limit
     if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
         raise ValueError(f"the buffer cache limit must be an int >= 0, got {nbytes!r}")
     with _lock:
-        previous, _limit = _limit, nbytes if _refcounts_exact() else 0
-        _add(0)
+        previous, _limit = _limit, (nbytes if _ALONE > 0 else 0)
+        _evict()
     return previous
 
 
 def clear() -> None:
     """Let go of every cached array."""
-    global _held
     with _lock:
         _buckets.clear()
-        _held = 0
 
 
 def stats() -> dict:
-    """limit and bytes held, arrays held and how many of them are free for reuse."""
+    """The limit, bytes held, arrays held and how many of them are free for reuse."""
     with _lock:
-        arrays = free = 0
-        for bucket in _buckets.values():
-            for a in bucket:
-                arrays += 1
-                free += sys.getrefcount(a) == _ONLY_CACHED
-        return {"limit": _limit, "held_bytes": _held, "arrays": arrays, "free": free}
+        entries = [entry for bucket in _buckets.values() for entry in bucket]
+        free = sum(1 for entry in entries if _refcount(entry) == _ALONE)
+        return {"limit": _limit, "held_bytes": _held(), "arrays": len(entries),
+                "free": free}
