@@ -142,7 +142,7 @@ def _big_calls(rng):
     f = np.float32
     x2 = rng.standard_normal((600, 512)).astype(f)
     g, b = np.ones(512, f), np.zeros(512, f)
-    img = rng.standard_normal((20, 8, 40, 40)).astype(f)
+    img = rng.standard_normal((20, 8, 48, 48)).astype(f)
     W = (rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(f)
     Wa = (rng.standard_normal((512, 600)) * 0.05).astype(f)
     cb = np.zeros(16, f)
@@ -160,10 +160,41 @@ def _big_calls(rng):
         ("conv_forward", (img, W, cb, 1, 1)),
         ("conv_relu_pool_forward", (img, W, cb, 1, 1)),
         ("maxpool_forward", (rng.standard_normal((20, 16, 64, 64)).astype(f), 2, 2, 2, 0)),
+    ] + _big_backward_calls(rng, x2, Wa, img, W, cb)
+
+
+def _big_backward_calls(rng, x2, Wa, img, W, cb):
+    """Backward kernels at sizes whose outputs or scratch come from the cache, with
+    inputs made by the reference's forwards."""
+    f = np.float32
+    R = _reference
+    ones, zeros = np.ones(600, f), np.zeros(600, f)
+    out, xhat, inv_std = R.affine_bn_relu_forward(x2, Wa, zeros, ones, zeros, zeros.copy(),
+                                                  ones.copy())
+    conv_out, col = R.conv_forward(img, W, cb, 1, 1)
+    pooled, col_p, argmax = R.conv_relu_pool_forward(img, W, cb, 1, 1)
+    big = rng.standard_normal((20, 16, 64, 64)).astype(f)
+    mp, mp_arg = R.maxpool_forward(big, 2, 2, 2, 0)
+    mask = rng.random(x2.shape) > 0.5
+    return [
+        ("affine_bn_relu_backward", (rng.standard_normal(out.shape).astype(f), out, xhat,
+                                     ones, inv_std, x2, Wa)),
+        ("conv_backward", (rng.standard_normal(conv_out.shape).astype(f), col, img.shape, W,
+                           1, 1)),
+        ("conv_relu_pool_backward", (rng.standard_normal(pooled.shape).astype(f), pooled,
+                                     argmax, col_p, img.shape, W, 1, 1)),
+        ("col2im", (rng.standard_normal(col.shape).astype(f), img.shape, 3, 3, 1, 1)),
+        # unpadded: the sums go straight into the (cached) output planes
+        ("col2im", (R.im2col(img, 3, 3, 1, 0), img.shape, 3, 3, 1, 0)),
+        ("maxpool_backward", (rng.standard_normal(mp.shape).astype(f), mp_arg, big.shape,
+                              2, 2, 2, 0)),
+        ("avgpool_forward", (big, 2, 2, 2, 0)),
+        ("avgpool_backward", (rng.standard_normal(mp.shape).astype(f), big.shape, 2, 2, 2, 0)),
+        ("dropout_forward", (x2, mask, 2.0)),
     ]
 
 
-@pytest.mark.parametrize("index", range(12))
+@pytest.mark.parametrize("index", range(21))
 def test_recycled_outputs_are_fully_rewritten(index):
     """Run a kernel, drop its results, poison the cached arrays it gave back, run it
     again: the result is the reference's (stale contents would show as NaN)."""
