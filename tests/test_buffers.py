@@ -176,6 +176,7 @@ def _big_backward_calls(rng, x2, Wa, img, W, cb):
     big = rng.standard_normal((20, 16, 64, 64)).astype(f)
     mp, mp_arg = R.maxpool_forward(big, 2, 2, 2, 0)
     mask = rng.random(x2.shape) > 0.5
+    labels = rng.integers(0, x2.shape[1], x2.shape[0])
     return [
         ("affine_bn_relu_backward", (rng.standard_normal(out.shape).astype(f), out, xhat,
                                      ones, inv_std, x2, Wa)),
@@ -191,10 +192,13 @@ def _big_backward_calls(rng, x2, Wa, img, W, cb):
         ("avgpool_forward", (big, 2, 2, 2, 0)),
         ("avgpool_backward", (rng.standard_normal(mp.shape).astype(f), big.shape, 2, 2, 2, 0)),
         ("dropout_forward", (x2, mask, 2.0)),
+        ("softmax_cross_entropy_forward", (x2, labels)),
+        ("softmax_cross_entropy_backward", (R.softmax_cross_entropy_forward(x2, labels)[1],
+                                            labels, 1.0)),
     ]
 
 
-@pytest.mark.parametrize("index", range(21))
+@pytest.mark.parametrize("index", range(23))
 def test_recycled_outputs_are_fully_rewritten(index):
     """Run a kernel, drop its results, poison the cached arrays it gave back, run it
     again: the result is the reference's (stale contents would show as NaN)."""
@@ -212,6 +216,7 @@ def test_recycled_outputs_are_fully_rewritten(index):
     want = ref(*fresh())
     for g, w in zip(got if isinstance(got, tuple) else (got,),
                     want if isinstance(want, tuple) else (want,)):
+        g, w = np.asarray(g), np.asarray(w)
         assert g.shape == w.shape
         if g.dtype.kind == "f":
             np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4)

@@ -16,7 +16,7 @@ from libc.math cimport log
 cimport numpy as cnp
 
 from zerodl._kernels import _checks as chk
-from zerodl._kernels._ndarray cimport is_array_of
+from zerodl._kernels._ndarray cimport empty_like, is_array_of
 from zerodl._kernels._util cimport (part_start, work_threads, zd_exp_inplace_f32,
                                    zd_exp_inplace_f64, zd_exp_shift_sum_f32,
                                    zd_exp_shift_sum_f64, zd_max_f32, zd_max_f64)
@@ -208,7 +208,7 @@ def softmax_cross_entropy_forward(x, t):
         raise ValueError("x must have at least one class column")
     labels, onehot = _targets(t, n, c, x.dtype)
     cdef cnp.ndarray xc = np.ascontiguousarray(x)
-    cdef cnp.ndarray y = np.empty((n, c), dtype=x.dtype)
+    cdef cnp.ndarray y = empty_like(xc)
     cdef int nt = work_threads(n * c, MIN_WORK)
     cdef cnp.ndarray row_loss = np.empty(n if nt > 1 else 0, dtype=np.float64)
     cdef double* rp = <double*>cnp.PyArray_DATA(row_loss)
@@ -230,7 +230,7 @@ def softmax_cross_entropy_backward(y, t, dout=1.0):
     labels, onehot = _targets(t, n, c, y.dtype)
     scale = chk.real("dout", dout) / max(n, 1)
     cdef cnp.ndarray yc = np.ascontiguousarray(y)
-    cdef cnp.ndarray dx = np.empty((n, c), dtype=y.dtype)
+    cdef cnp.ndarray dx = empty_like(yc)
     cdef int nt = work_threads(n * c, MIN_WORK)
     cdef const Py_ssize_t* lp = <const Py_ssize_t*>_data(labels)
     if cnp.PyArray_TYPE(yc) == cnp.NPY_FLOAT:
