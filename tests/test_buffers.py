@@ -233,3 +233,15 @@ def test_public_limit_setter():
     for bad in (-1, float("nan"), "3", None, True):
         with pytest.raises(ValueError, match="megabytes"):
             zerodl.set_buffer_cache_limit(bad)
+
+
+def test_shapes_not_asked_for_lately_are_let_go():
+    a = _buffers.empty(SHAPE, np.float32)
+    del a
+    assert _buffers.stats()["arrays"] == 1
+    other = (SHAPE[0] + 1, SHAPE[1])
+    for _ in range(_buffers.STALE_AFTER + 64):
+        _buffers.empty(other, np.float32)
+    stats = _buffers.stats()
+    assert stats["arrays"] == 1 and stats["held_bytes"] == 4 * other[0] * other[1]
+    assert set(_buffers._last_use) == set(_buffers._buckets)

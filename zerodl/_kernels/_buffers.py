@@ -14,7 +14,9 @@ as its reference count shows - so no caller ever sees the data of an array it st
 change.  The cache keeps at most ``limit`` bytes (``ZERODL_BUFFER_CACHE_MB``, default
 512; 0 turns it off, and so does a Python without exact reference counts: PyPy, or a
 free-threaded build); past that the least recently used bases are let go, to be freed
-when their last view is.
+when their last view is.  Shapes not asked for in the last STALE_AFTER requests (an
+evaluation's larger batch, once training has resumed) are let go too, so the cache
+holds little more than a training step's working set.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ import threading
 import numpy as np
 
 MIN_BYTES = 1 << 20
+STALE_AFTER = 512
+
+_tick = 0                                       # requests served through the cache
+_last_use: dict[tuple, int] = {}                # key -> _tick of its latest request
 
 _lock = threading.RLock()
 # (shape, dtype) -> [[base, nbytes], ...]; the least recently used key first
@@ -79,6 +85,7 @@ def _reusable(entry: list, shape: tuple, dtype: np.dtype) -> bool:
 def empty(shape: tuple, dtype) -> np.ndarray:
     """An uninitialised C-ordered array, like np.empty(shape, dtype): a view of a cached
     base when one of that shape and dtype is no longer used elsewhere."""
+    global _tick
     dtype = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
     nbytes = dtype.itemsize
@@ -89,9 +96,13 @@ def empty(shape: tuple, dtype) -> np.ndarray:
     key = (shape, dtype)
     base = None
     with _lock:
+        _tick += 1
+        if _tick % 64 == 0:
+            _drop_stale()
         bucket = _buckets.pop(key, None)
         if bucket is not None:
             _buckets[key] = bucket                # most recently used last
+            _last_use[key] = _tick
             for entry in bucket:
                 if _reusable(entry, shape, dtype):
                     base = entry[0]               # our reference keeps it taken
@@ -101,6 +112,7 @@ def empty(shape: tuple, dtype) -> np.ndarray:
         if nbytes <= _limit:
             with _lock:
                 _buckets.setdefault(key, []).append([base, nbytes])
+                _last_use[key] = _tick
                 _evict()
     return base.view()
 
@@ -117,6 +129,18 @@ def _evict() -> None:
         bucket.pop(0)
         if not bucket:
             del _buckets[key]
+            _last_use.pop(key, None)
+
+
+def _drop_stale() -> None:
+    """Let go of the shapes not asked for in the last STALE_AFTER requests (the least
+    recently used come first in _buckets)."""
+    while _buckets:
+        key = next(iter(_buckets))
+        if _tick - _last_use.get(key, 0) <= STALE_AFTER:
+            break
+        del _buckets[key]
+        _last_use.pop(key, None)
 
 
 def set_limit(nbytes: int) -> int:
@@ -134,6 +158,7 @@ def clear() -> None:
     """Let go of every cached array."""
     with _lock:
         _buckets.clear()
+        _last_use.clear()
 
 
 def stats() -> dict:
