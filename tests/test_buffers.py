@@ -245,3 +245,9 @@ def test_shapes_not_asked_for_lately_are_let_go():
     stats = _buffers.stats()
     assert stats["arrays"] == 1 and stats["held_bytes"] == 4 * other[0] * other[1]
     assert set(_buffers._last_use) == set(_buffers._buckets)
+
+
+def test_compiled_threshold_matches_the_cache():
+    """_ndarray.pxd's new_array compares against 1 << 20 without calling Python: the
+    cache's MIN_BYTES must be that number."""
+    assert MIN_BYTES == 1 << 20

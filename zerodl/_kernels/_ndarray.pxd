@@ -1,7 +1,8 @@
-# Array plumbing shared by the elementwise kernels' wrappers.  Their buffers' addresses are
-# taken straight from the arrays (checked for dtype, made C-contiguous, outputs freshly
-# allocated): at 100x100 a typed memoryview's set-up cost as much as the loop.  A module
-# that cimports this calls cnp.import_array() itself.
+# Array plumbing shared by the wrappers that take their buffers' addresses straight from
+# the arrays (the elementwise kernels, softmax-CE, the 2-D batch norms, affine): inputs
+# checked for dtype and made C-contiguous, outputs from new_array.  At 100x100 a typed
+# memoryview's set-up cost as much as the loop.  A module that cimports this calls
+# cnp.import_array() itself.
 cimport numpy as cnp
 import numpy as np
 
@@ -22,7 +23,7 @@ cdef inline cnp.ndarray new_array(int ndim, cnp.npy_intp* dims, int typenum):
     cdef int k
     for k in range(ndim):
         nbytes *= dims[k]
-    if nbytes < (1 << 20):
+    if nbytes < (1 << 20):          # _buffers.MIN_BYTES, without a Python call
         return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
     from zerodl._kernels._buffers import empty
     return empty(tuple([dims[k] for k in range(ndim)]),
