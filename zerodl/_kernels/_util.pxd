@@ -62,6 +62,33 @@ cdef extern from *:
         return y;   /* NaN in x stays NaN through the clamps and the polynomial */
     }
 
+    /* zd_expf for callers that need no subnormal results: x clamped to [-86, 89], so
+       2^(n-1) is a normal power of two and the result is y * 2^(n-1) doubled (exact, or
+       inf past FLT_MAX) - one multiply and one add where zd_expf splits 2^n in two for
+       the subnormal range.  Equal to zd_expf wherever that result is at least exp(-86)
+       (4.5e-38); below, it gives exp(-86).  The logistic function uses it:
+       1 / (1 + exp(-x)) is 1 long before exp(-x) gets that small. */
+    static inline float zd_expf_normal(float x) {
+        const float magic = 12582912.0f;
+        float xc = zd_self(x < -86.0f, -86.0f, x);
+        xc = zd_self(xc > 89.0f, 89.0f, xc);
+        float t = xc * 1.44269504088896341f + magic;
+        float n = t - magic;
+        int32_t k = zd_f32_bits(t) - zd_f32_bits(magic);
+        float r = xc - n * 0.693359375f;
+        r = r - n * -2.12194440e-4f;
+        float z = r * r;
+        float y = 1.9875691500e-4f;
+        y = y * r + 1.3981999507e-3f;
+        y = y * r + 8.3334519073e-3f;
+        y = y * r + 4.1665795894e-2f;
+        y = y * r + 1.6666665459e-1f;
+        y = y * r + 5.0000001201e-1f;
+        y = y * z + r + 1.0f;
+        y = y * zd_f32_from_bits((k + 126) << 23);
+        return y + y;
+    }
+
     static inline double zd_exp(double x) {
         const double magic = 6755399441055744.0;   /* 1.5 * 2^52 */
         double xc = zd_seld(x < -746.0, -746.0, x);
@@ -152,7 +179,7 @@ cdef extern from *:
     #endif
 
     ZD_CLONES static void zd_sigmoid_f32(const float* x, float* out, Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + zd_expf(-x[i]));
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = 1.0f / (1.0f + zd_expf_normal(-x[i]));
     }
     ZD_CLONES static void zd_sigmoid_f64(const double* x, double* out, Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) out[i] = 1.0 / (1.0 + zd_exp(-x[i]));
