@@ -36,15 +36,13 @@ cdef extern from *:
     }
 
     /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2.  The rounding adds and
-       subtracts 1.5 * 2^23 (exact under round-to-nearest); 2^n is applied as two powers of
-       two so that results in the subnormal range round once. */
-    static inline float zd_expf(float x) {
+       subtracts 1.5 * 2^23 (exact under round-to-nearest).  zd_expf_reduced returns
+       exp(r) for x already clamped, and n in *k; the callers apply 2^n. */
+    static inline float zd_expf_reduced(float xc, int32_t* k) {
         const float magic = 12582912.0f;
-        float xc = zd_self(x < -104.0f, -104.0f, x);
-        xc = zd_self(xc > 89.0f, 89.0f, xc);
         float t = xc * 1.44269504088896341f + magic;
         float n = t - magic;
-        int32_t k = zd_f32_bits(t) - zd_f32_bits(magic);
+        *k = zd_f32_bits(t) - zd_f32_bits(magic);
         float r = xc - n * 0.693359375f;
         r = r - n * -2.12194440e-4f;
         float z = r * r;
@@ -54,12 +52,21 @@ cdef extern from *:
         y = y * r + 4.1665795894e-2f;
         y = y * r + 1.6666665459e-1f;
         y = y * r + 5.0000001201e-1f;
-        y = y * z + r + 1.0f;
+        return y * z + r + 1.0f;
+    }
+
+    /* exp over all floats: 2^n applied as two powers of two, so that results in the
+       subnormal range round once.  NaN stays NaN through the clamps and the polynomial. */
+    static inline float zd_expf(float x) {
+        int32_t k;
+        float xc = zd_self(x < -104.0f, -104.0f, x);
+        xc = zd_self(xc > 89.0f, 89.0f, xc);
+        float y = zd_expf_reduced(xc, &k);
         int32_t k1 = k >> 1;
         int32_t k2 = k - k1;
         y = y * zd_f32_from_bits((k1 + 127) << 23);
         y = y * zd_f32_from_bits((k2 + 127) << 23);
-        return y;   /* NaN in x stays NaN through the clamps and the polynomial */
+        return y;
     }
 
     /* zd_expf for callers that need no subnormal results: x clamped to [-86, 89], so
@@ -69,22 +76,10 @@ cdef extern from *:
        (4.5e-38); below, it gives exp(-86).  The logistic function uses it:
        1 / (1 + exp(-x)) is 1 long before exp(-x) gets that small. */
     static inline float zd_expf_normal(float x) {
-        const float magic = 12582912.0f;
+        int32_t k;
         float xc = zd_self(x < -86.0f, -86.0f, x);
         xc = zd_self(xc > 89.0f, 89.0f, xc);
-        float t = xc * 1.44269504088896341f + magic;
-        float n = t - magic;
-        int32_t k = zd_f32_bits(t) - zd_f32_bits(magic);
-        float r = xc - n * 0.693359375f;
-        r = r - n * -2.12194440e-4f;
-        float z = r * r;
-        float y = 1.9875691500e-4f;
-        y = y * r + 1.3981999507e-3f;
-        y = y * r + 8.3334519073e-3f;
-        y = y * r + 4.1665795894e-2f;
-        y = y * r + 1.6666665459e-1f;
-        y = y * r + 5.0000001201e-1f;
-        y = y * z + r + 1.0f;
+        float y = zd_expf_reduced(xc, &k);
         y = y * zd_f32_from_bits((k + 126) << 23);
         return y + y;
     }
