@@ -192,13 +192,22 @@ def _big_backward_calls(rng, x2, Wa, img, W, cb):
         ("avgpool_forward", (big, 2, 2, 2, 0)),
         ("avgpool_backward", (rng.standard_normal(mp.shape).astype(f), big.shape, 2, 2, 2, 0)),
         ("dropout_forward", (x2, mask, 2.0)),
+        ("spatial_batchnorm_forward_train", (img, np.ones(8, f), np.zeros(8, f),
+                                             np.zeros(8, f), np.ones(8, f))),
+        ("spatial_batchnorm_forward_infer", (img, np.ones(8, f), np.zeros(8, f),
+                                             np.zeros(8, f), np.ones(8, f))),
+        ("spatial_batchnorm_backward", (img, img, np.ones(8, f), np.ones(8, f))),
+        ("layernorm_forward", (x2, np.ones(512, f), np.zeros(512, f))),
+        ("layernorm_backward", (x2, x2, np.ones(512, f), np.ones(600, f))),
+        ("instancenorm_forward", (img, np.ones(8, f), np.zeros(8, f))),
+        ("instancenorm_backward", (img, img, np.ones(8, f), np.ones((20, 8), f))),
         ("softmax_cross_entropy_forward", (x2, labels)),
         ("softmax_cross_entropy_backward", (R.softmax_cross_entropy_forward(x2, labels)[1],
                                             labels, 1.0)),
     ]
 
 
-@pytest.mark.parametrize("index", range(23))
+@pytest.mark.parametrize("index", range(30))
 def test_recycled_outputs_are_fully_rewritten(index):
     """Run a kernel, drop its results, poison the cached arrays it gave back, run it
     again: the result is the reference's (stale contents would show as NaN)."""

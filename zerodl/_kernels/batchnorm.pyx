@@ -26,6 +26,7 @@ cimport numpy as cnp
 
 from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
+from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport gemm_rm_parallel
 from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array, new_array,
                                       same_shape)
@@ -759,8 +760,8 @@ def spatial_batchnorm_forward_train(x, gamma, beta, running_mean, running_var,
     n, c, h, w = x.shape
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype
-    out = np.empty((n, c, h, w), dtype=dtype)
-    xhat = np.empty((n, c, h, w), dtype=dtype)
+    out = _empty((n, c, h, w), dtype)
+    xhat = _empty((n, c, h, w), dtype)
     inv_std = np.empty(c, dtype=dtype)
     ps1 = np.empty(n * c, dtype=np.float64)
     ps2 = np.empty(n * c, dtype=np.float64)
@@ -807,7 +808,7 @@ def spatial_batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, e
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, _, h, w = x.shape
     dtype = x.dtype
-    out = np.empty((n, c, h, w), dtype=dtype)
+    out = _empty((n, c, h, w), dtype)
     shape3 = (n, c, h * w)
     cdef int nt = work_threads(x.size, MIN_WORK)
     if nt > n * c:
@@ -876,7 +877,7 @@ def spatial_batchnorm_backward(dout, xhat, gamma, inv_std):
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     n, c, h, w = dout.shape
     dtype = dout.dtype
-    dx = np.empty((n, c, h, w), dtype=dtype)
+    dx = _empty((n, c, h, w), dtype)
     dgamma = np.empty(c, dtype=dtype)
     dbeta = np.empty(c, dtype=dtype)
     ps1 = np.empty(n * c, dtype=np.float64)
@@ -1019,8 +1020,8 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     n, d = x.shape
     dtype = x.dtype
-    out = np.empty((n, d), dtype=dtype)
-    xhat = np.empty((n, d), dtype=dtype)
+    out = _empty((n, d), dtype)
+    xhat = _empty((n, d), dtype)
     inv_std = np.empty(n, dtype=dtype)
     cdef int nt = work_threads(x.size, MIN_WORK)
     if dtype == np.float32:
@@ -1069,7 +1070,7 @@ def layernorm_backward(dout, xhat, gamma, inv_std):
     cdef int nt = work_threads(dout.size, MIN_WORK)
     if nt > n:
         nt = max(n, 1)
-    dx = np.empty((n, d), dtype=dtype)
+    dx = _empty((n, d), dtype)
     dgamma = np.empty(d, dtype=dtype)
     dbeta = np.empty(d, dtype=dtype)
     acc1 = np.zeros((nt, d), dtype=np.float64)
@@ -1088,8 +1089,8 @@ def instancenorm_forward(x, gamma, beta, eps=1e-5):
     n, c, h, w = x.shape
     x, gamma, beta = _c(x), _c(gamma), _c(beta)
     dtype = x.dtype
-    out = np.empty((n, c, h, w), dtype=dtype)
-    xhat = np.empty((n, c, h, w), dtype=dtype)
+    out = _empty((n, c, h, w), dtype)
+    xhat = _empty((n, c, h, w), dtype)
     inv_std = np.empty((n, c), dtype=dtype)
     shape2 = (n * c, h * w)
     cdef int nt = work_threads(x.size, MIN_WORK)
@@ -1144,7 +1145,7 @@ def instancenorm_backward(dout, xhat, gamma, inv_std):
     n, c, h, w = dout.shape
     dout, xhat, gamma, inv_std = _c(dout), _c(xhat), _c(gamma), _c(inv_std)
     dtype = dout.dtype
-    dx = np.empty((n, c, h, w), dtype=dtype)
+    dx = _empty((n, c, h, w), dtype)
     dgamma = np.empty(c, dtype=dtype)
     dbeta = np.empty(c, dtype=dtype)
     ps1 = np.empty(n * c, dtype=np.float64)
