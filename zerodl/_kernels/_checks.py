@@ -223,13 +223,19 @@ def bn_hyper(momentum, eps):
     return real("momentum", momentum, 0.0, 1.0), real("eps", eps, 0.0, low_open=True)
 
 
-def bn_backward_args(dout, xhat, gamma, inv_std, features_axis_shape):
-    float_array("dout", dout)
-    float_array("xhat", xhat)
+def _norm_grad_arrays(dout, xhat, gamma, inv_std, ndim=None, inv_std_ndim=1):
+    """The arrays of a normalisation's backward: dout and xhat (ndim-D when given) of one
+    shape, gamma 1-D and inv_std inv_std_ndim-D, all of one float dtype."""
+    float_array("dout", dout, ndim)
+    float_array("xhat", xhat, ndim)
     float_array("gamma", gamma, 1)
-    float_array("inv_std", inv_std, 1)
+    float_array("inv_std", inv_std, inv_std_ndim)
     same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
     shape_is("xhat", xhat, dout.shape, "the shape of dout")
+
+
+def bn_backward_args(dout, xhat, gamma, inv_std, features_axis_shape):
+    _norm_grad_arrays(dout, xhat, gamma, inv_std)
     shape_is("gamma", gamma, features_axis_shape, "one per feature")
     shape_is("inv_std", inv_std, features_axis_shape, "one per feature")
 
@@ -299,24 +305,14 @@ def rownorm_forward_args(x, gamma, beta, eps, ndim):
 
 
 def layernorm_backward_args(dout, xhat, gamma, inv_std):
-    float_array("dout", dout, 2)
-    float_array("xhat", xhat, 2)
-    float_array("gamma", gamma, 1)
-    float_array("inv_std", inv_std, 1)
-    same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
-    shape_is("xhat", xhat, dout.shape, "the shape of dout")
+    _norm_grad_arrays(dout, xhat, gamma, inv_std, ndim=2)
     shape_is("gamma", gamma, (dout.shape[1],), "one per feature")
     shape_is("inv_std", inv_std, (dout.shape[0],), "one per row")
 
 
 def instancenorm_backward_args(dout, xhat, gamma, inv_std):
-    float_array("dout", dout, 4)
-    float_array("xhat", xhat, 4)
-    float_array("gamma", gamma, 1)
-    float_array("inv_std", inv_std, 2)
-    same_dtype(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
+    _norm_grad_arrays(dout, xhat, gamma, inv_std, ndim=4, inv_std_ndim=2)
     n, c, h, w = dout.shape
-    shape_is("xhat", xhat, dout.shape, "the shape of dout")
     shape_is("gamma", gamma, (c,), "one per channel")
     shape_is("inv_std", inv_std, (n, c), "one per (sample, channel)")
 
