@@ -75,10 +75,6 @@ cdef inline bint _vector(a, int typenum, Py_ssize_t n):
             and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == n)
 
 
-cdef inline bint _running_ok(a, int typenum, Py_ssize_t n):
-    return _vector(a, typenum, n) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)
-
-
 cdef inline bint _matrix(a, int typenum):
     return is_array_of(a, typenum) and cnp.PyArray_NDIM(<cnp.ndarray>a) == 2
 
@@ -92,13 +88,22 @@ cdef inline bint _in_range(v, double low, bint low_open, double high):
     return (f > low if low_open else f >= low) and f <= high
 
 
+cdef inline bint _eps_ok(eps):
+    return _in_range(eps, 0.0, True, DBL_MAX)
+
+
 cdef inline bint _bn_hyper_ok(momentum, eps):
-    return _in_range(momentum, 0.0, False, 1.0) and _in_range(eps, 0.0, True, DBL_MAX)
+    return _in_range(momentum, 0.0, False, 1.0) and _eps_ok(eps)
 
 
-cdef inline bint _params_ok(int tn, Py_ssize_t d, gamma, beta, running_mean, running_var):
+cdef inline bint _params_ok(int tn, Py_ssize_t d, gamma, beta, running_mean, running_var,
+                            bint updated):
+    """gamma, beta and the running statistics are d-vectors of type tn; the statistics
+    are writable when they are updated in place (training)."""
     return (_vector(gamma, tn, d) and _vector(beta, tn, d)
-            and _running_ok(running_mean, tn, d) and _running_ok(running_var, tn, d))
+            and _vector(running_mean, tn, d) and _vector(running_var, tn, d)
+            and (not updated or (cnp.PyArray_ISWRITEABLE(<cnp.ndarray>running_mean)
+                                 and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>running_var))))
 
 
 cdef inline cnp.ndarray _matrix_out(Py_ssize_t n, Py_ssize_t d, int typenum):
@@ -291,7 +296,7 @@ cdef inline bint _bn_train_ok(x, gamma, beta, running_mean, running_var, momentu
             and cnp.PyArray_DIM(<cnp.ndarray>x, 0) >= 1):
         return False
     return (_params_ok(cnp.PyArray_TYPE(<cnp.ndarray>x), cnp.PyArray_DIM(<cnp.ndarray>x, 1),
-                       gamma, beta, running_mean, running_var)
+                       gamma, beta, running_mean, running_var, True)
             and _bn_hyper_ok(momentum, eps))
 
 
@@ -374,14 +379,18 @@ cdef inline void _colaffine_rows(const floating* x, Py_ssize_t d, Py_ssize_t lo,
         zd_colaffine_f64(x + lo * d, d, hi - lo, d, mean, scale, beta, out + lo * d)
 
 
+cdef inline bint _bn_infer_ok(x, gamma, beta, running_mean, running_var, eps):
+    """The arguments of batchnorm_forward_infer are well formed (see above)."""
+    if not (is_float_array(x) and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2):
+        return False
+    return (_params_ok(cnp.PyArray_TYPE(<cnp.ndarray>x), cnp.PyArray_DIM(<cnp.ndarray>x, 1),
+                       gamma, beta, running_mean, running_var, False)
+            and _eps_ok(eps))
+
+
 def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6):
     """Inference-mode batch norm with the running statistics."""
-    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x) if is_float_array(x) else -1
-    cdef Py_ssize_t d = cnp.PyArray_DIM(<cnp.ndarray>x, 1) if (
-        tn >= 0 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2) else -1
-    if not (d >= 0 and _vector(gamma, tn, d) and _vector(beta, tn, d)
-            and _vector(running_mean, tn, d) and _vector(running_var, tn, d)
-            and _in_range(eps, 0.0, True, DBL_MAX)):
+    if not _bn_infer_ok(x, gamma, beta, running_mean, running_var, eps):
         chk.float_array("x", x, 2)
         chk.norm_params(x, gamma, beta, x.shape[1])
         chk.running_stats(x, running_mean, running_var, x.shape[1])
@@ -389,8 +398,7 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6)
     cdef cnp.ndarray xc = contiguous(x)
     cdef cnp.ndarray bc = contiguous(beta)
     cdef cnp.ndarray mc = contiguous(running_mean)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0)
-    d = cnp.PyArray_DIM(xc, 1)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), d = cnp.PyArray_DIM(xc, 1)
     cdef cnp.ndarray out = _matrix_out(n, d, cnp.PyArray_TYPE(xc))
     cdef _Scratch ss = _infer_scale(contiguous(gamma), bc, running_mean, running_var, eps)
     cdef int nt = work_threads(n * d, MIN_WORK)
@@ -542,7 +550,8 @@ cdef inline bint _abr_forward_ok(x, W, b, gamma, beta, running_mean, running_var
             and cnp.PyArray_DIM(<cnp.ndarray>W, 0) == cnp.PyArray_DIM(<cnp.ndarray>x, 1)):
         return False
     cdef Py_ssize_t m = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
-    return (_vector(b, tn, m) and _params_ok(tn, m, gamma, beta, running_mean, running_var)
+    return (_vector(b, tn, m)
+            and _params_ok(tn, m, gamma, beta, running_mean, running_var, True)
             and _bn_hyper_ok(momentum, eps))
 
 
@@ -580,8 +589,8 @@ cdef void _abr_backward(const floating* dout, const floating* out, const floatin
                         floating* dx, bint need_dx, floating* dW, floating* db,
                         floating* dgamma, floating* dbeta, floating* scratch, double* work,
                         int nt, int gemm_nt) noexcept nogil:
-    # scratch: dr then da, n*m values each; work: (2*nt + 3) * m doubles (the batch
-    # norm's), at least m
+    # scratch: dr then da, n*m values each; work: (2*nt + 3) * m doubles, the batch
+    # norm's, whose first m then take db's sums
     cdef Py_ssize_t k, j
     cdef floating zero = 0, g
     cdef floating* dr = scratch
@@ -640,7 +649,7 @@ def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True)
     cdef cnp.ndarray db = _vector_out(m, tn), dgamma = _vector_out(m, tn)
     cdef cnp.ndarray dbeta = _vector_out(m, tn)
     cdef int nt = _backward_threads(n, m)
-    cdef _Scratch work = _Scratch((2 * nt + 3) * m + m)
+    cdef _Scratch work = _Scratch((2 * nt + 3) * m)
     # the ReLU's and the batch norm's input gradients, dr and da: (2n, m) of scratch
     cdef cnp.ndarray grads = _matrix_out(2 * n, m, tn)
     if tn == cnp.NPY_FLOAT:
