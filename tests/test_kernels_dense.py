@@ -1030,8 +1030,15 @@ def test_affine_bn_relu_equals_the_kernels_in_turn(backend, size, rng, threads):
                     np.testing.assert_array_equal(a, e)
             skipped = T["affine_bn_relu_backward"](*bargs, need_dx=False)
             assert skipped[0] is None
-            for a, e in zip(skipped[1:], got[1:]):
+            # dgamma, dbeta and db do not depend on need_dx; dW may differ in the last
+            # bits in cython, where dx's GEMM runs beside dW's (each on half the threads)
+            # while without it dW's GEMM is split across all of them
+            for a, e in zip(skipped[2:], got[2:]):
                 np.testing.assert_array_equal(a, e)
+            if backend == "numpy":
+                np.testing.assert_array_equal(skipped[1], got[1])
+            else:
+                assert_close(skipped[1:2], got[1:2], bscales and bscales[1:2])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1049,7 +1056,9 @@ def test_split_gemm_matches_reference(n, d, m, dtype, rng, threads):
     dout = rng.standard_normal((n, m)).astype(dtype)
     want_f = REF["affine_forward"](x, W, b)
     want_b = REF["affine_backward"](dout, x, W)
-    for nt in (1, 2, 3):
+    # backward: dx's and dW's GEMMs side by side on halves of the threads (2 and 4),
+    # or one after the other (1 and 3)
+    for nt in (1, 2, 3, 4):
         threads(nt)
         for xx, WW in ((x, W), (np.asfortranarray(x), np.asfortranarray(W))):
             assert_close(CY["affine_forward"](xx, WW, b), want_f)

@@ -119,34 +119,48 @@ cdef inline int gemm_threads(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return <int>(t if t < max_threads else max_threads)
 
 
+cdef inline void gemm_rm_piece(bint trans_a, bint trans_b, int m, int n, int k,
+                               floating alpha, const floating* a, int lda,
+                               const floating* b, int ldb, floating beta, floating* c,
+                               int ldc, int parts, int i) noexcept nogil:
+    """Piece i of `parts` of gemm_rm: C cut into blocks of rows (or of columns when C has
+    fewer rows than columns); parts must not exceed that dimension."""
+    cdef int lo, hi
+    if m >= n:
+        lo = (m // parts) * i + (i if i < m % parts else m % parts)
+        hi = lo + m // parts + (1 if i < m % parts else 0)
+        # rows lo..hi of op(A): rows of A, or columns of the stored A^T
+        gemm_rm(trans_a, trans_b, hi - lo, n, k, alpha,
+                a + (lo if trans_a else <Py_ssize_t> lo * lda), lda, b, ldb, beta,
+                c + <Py_ssize_t> lo * ldc, ldc)
+    else:
+        lo = (n // parts) * i + (i if i < n % parts else n % parts)
+        hi = lo + n // parts + (1 if i < n % parts else 0)
+        # columns lo..hi of op(B): columns of B, or rows of the stored B^T
+        gemm_rm(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
+                b + (<Py_ssize_t> lo * ldb if trans_b else lo), ldb, beta, c + lo, ldc)
+
+
+cdef inline int gemm_parts(int m, int n, int nt) noexcept nogil:
+    """Pieces a (m, n) product splits into on nt threads: at most one per row (column)."""
+    cdef int dim = m if m >= n else n
+    return nt if nt < dim else dim
+
+
 cdef inline void gemm_rm_split(bint trans_a, bint trans_b, int m, int n, int k,
                                floating alpha, const floating* a, int lda,
                                const floating* b, int ldb, floating beta, floating* c,
                                int ldc, int nt) noexcept nogil:
-    """gemm_rm with C cut into nt blocks of rows (or of columns when C has fewer rows
-    than columns), one single-threaded BLAS call per OpenMP thread.  The caller holds
-    BLAS to one thread (blas_hold_single) when nt > 1."""
-    cdef int i, lo, hi, parts
-    cdef bint by_rows = m >= n
-    parts = nt if nt < (m if by_rows else n) else (m if by_rows else n)
+    """gemm_rm with C cut into nt pieces (gemm_rm_piece), one single-threaded BLAS call
+    per OpenMP thread.  The caller holds BLAS to one thread (blas_hold_single) when
+    nt > 1."""
+    cdef int i, parts = gemm_parts(m, n, nt)
     if parts <= 1:
         gemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     for i in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-        if by_rows:
-            lo = (m // parts) * i + (i if i < m % parts else m % parts)
-            hi = lo + m // parts + (1 if i < m % parts else 0)
-            # rows lo..hi of op(A): rows of A, or columns of the stored A^T
-            gemm_rm(trans_a, trans_b, hi - lo, n, k, alpha,
-                    a + (lo if trans_a else <Py_ssize_t> lo * lda), lda, b, ldb, beta,
-                    c + <Py_ssize_t> lo * ldc, ldc)
-        else:
-            lo = (n // parts) * i + (i if i < n % parts else n % parts)
-            hi = lo + n // parts + (1 if i < n % parts else 0)
-            # columns lo..hi of op(B): columns of B, or rows of the stored B^T
-            gemm_rm(trans_a, trans_b, m, hi - lo, k, alpha, a, lda,
-                    b + (<Py_ssize_t> lo * ldb if trans_b else lo), ldb, beta,
-                    c + lo, ldc)
+        gemm_rm_piece(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                      parts, i)
 
 
 cdef inline void gemm_rm_parallel(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n,
@@ -167,3 +181,44 @@ cdef inline void gemm_rm_parallel(bint trans_a, bint trans_b, Py_ssize_t m, Py_s
                   b, <int> ldb, beta, c, <int> ldc, gemm_threads(m, n, k, max_threads))
     blas_release(held)
 
+
+
+cdef inline void gemm_rm_pair(bint ta1, bint tb1, Py_ssize_t m1, Py_ssize_t n1,
+                              Py_ssize_t k1, const floating* a1, Py_ssize_t lda1,
+                              const floating* b1, Py_ssize_t ldb1, floating* c1,
+                              Py_ssize_t ldc1, bint ta2, bint tb2, Py_ssize_t m2,
+                              Py_ssize_t n2, Py_ssize_t k2, const floating* a2,
+                              Py_ssize_t lda2, const floating* b2, Py_ssize_t ldb2,
+                              floating* c2, Py_ssize_t ldc2, int max_threads) noexcept nogil:
+    """Two independent products, C1 = op(A1) @ op(B1) and C2 = op(A2) @ op(B2) (beta 0),
+    in one parallel region: half the threads cut each.  A backward's dx and dW products
+    do equal work (N*D*M multiply-adds each), so neither half waits for the other, and at
+    the book's sizes a whole product per thread runs faster than two split ones in turn
+    (one fork and join, and BLAS gets the full shape).  Falls back to gemm_rm_parallel
+    twice when either product is empty, the pair is too small to split or the thread
+    count is odd (halves would be unequal)."""
+    cdef int held, nt, p1, p2, i
+    cdef Py_ssize_t work = m1 * n1 * k1 + m2 * n2 * k2
+    nt = gemm_threads(work, 1, 1, max_threads)
+    if (nt < 2 or nt % 2 or m1 == 0 or n1 == 0 or k1 == 0 or m2 == 0 or n2 == 0 or k2 == 0):
+        gemm_rm_parallel(ta1, tb1, m1, n1, k1, a1, lda1, b1, ldb1, 0, c1, ldc1, max_threads)
+        gemm_rm_parallel(ta2, tb2, m2, n2, k2, a2, lda2, b2, ldb2, 0, c2, ldc2, max_threads)
+        return
+    held = blas_hold_single()
+    if held < 0:
+        gemm_rm(ta1, tb1, <int> m1, <int> n1, <int> k1, <floating> 1, a1, <int> lda1, b1,
+                <int> ldb1, 0, c1, <int> ldc1)
+        gemm_rm(ta2, tb2, <int> m2, <int> n2, <int> k2, <floating> 1, a2, <int> lda2, b2,
+                <int> ldb2, 0, c2, <int> ldc2)
+        return
+    p1 = gemm_parts(<int> m1, <int> n1, nt // 2)
+    p2 = gemm_parts(<int> m2, <int> n2, nt // 2)
+    for i in prange(p1 + p2, num_threads=p1 + p2, schedule="static", chunksize=1):
+        if i < p1:
+            gemm_rm_piece(ta1, tb1, <int> m1, <int> n1, <int> k1, <floating> 1, a1,
+                          <int> lda1, b1, <int> ldb1, <floating> 0, c1, <int> ldc1, p1, i)
+        else:
+            gemm_rm_piece(ta2, tb2, <int> m2, <int> n2, <int> k2, <floating> 1, a2,
+                          <int> lda2, b2, <int> ldb2, <floating> 0, c2, <int> ldc2, p2,
+                          i - p1)
+    blas_release(held)

@@ -16,7 +16,7 @@ from libc.string cimport memcpy, memset
 
 from zerodl._kernels import _checks as chk
 from zerodl._config import get_num_threads
-from zerodl._kernels._blas cimport blas_controllable, gemm_rm_parallel
+from zerodl._kernels._blas cimport blas_controllable, gemm_rm_pair, gemm_rm_parallel
 from zerodl._kernels._ndarray cimport new_array
 from zerodl._kernels._util cimport zd_sum_f32, zd_sum_f64
 
@@ -108,6 +108,13 @@ cdef void _backward(const Operand* dout, const Operand* x, const Operand* W, flo
             _column_sums(dout, db, acc, m)
         else:
             memset(db, 0, m * sizeof(floating))
+    if n > 0 and d > 0 and m > 0 and dx != NULL:
+        # dx = dout @ W.T and dW = x.T @ dout side by side
+        gemm_rm_pair(dout.trans, not W.trans, n, d, m, <const floating*>dout.data,
+                     _ld(dout), <const floating*>W.data, _ld(W), dx, d,
+                     not x.trans, dout.trans, d, m, n, <const floating*>x.data, _ld(x),
+                     <const floating*>dout.data, _ld(dout), dW, m, nt)
+        return
     if n > 0 and d > 0 and dx != NULL:
         if m > 0:
             _gemm(dout, False, W, True, n, d, m, dx, 0, nt)     # dx = dout @ W.T

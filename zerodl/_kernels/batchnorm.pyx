@@ -27,7 +27,7 @@ cimport numpy as cnp
 from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
-from zerodl._kernels._blas cimport gemm_rm_parallel
+from zerodl._kernels._blas cimport gemm_rm_pair, gemm_rm_parallel
 from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array, new_array,
                                       same_shape)
 from zerodl._kernels._util cimport (
@@ -617,9 +617,11 @@ cdef void _abr_backward(const floating* dout, const floating* out, const floatin
     if n == 0:
         memset(dW, 0, d * m * sizeof(floating))
         return
-    gemm_rm_parallel(True, False, d, m, n, x, d, da, m, 0, dW, m, gemm_nt)
-    if need_dx:
-        gemm_rm_parallel(False, True, n, d, m, da, m, W, m, 0, dx, d, gemm_nt)
+    if need_dx:     # dW = x.T @ da and dx = da @ W.T side by side
+        gemm_rm_pair(True, False, d, m, n, x, d, da, m, dW, m,
+                     False, True, n, d, m, da, m, W, m, dx, d, gemm_nt)
+    else:
+        gemm_rm_parallel(True, False, d, m, n, x, d, da, m, 0, dW, m, gemm_nt)
 
 
 cdef inline bint _abr_backward_ok(dout, out, xhat, gamma, inv_std, x, W):
