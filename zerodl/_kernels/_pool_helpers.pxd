@@ -4,6 +4,7 @@
 # maximum.
 from cython cimport floating
 from libc.math cimport INFINITY
+from libc.string cimport memset
 
 
 cdef inline Py_ssize_t window_lo(Py_ssize_t start) noexcept nogil:
@@ -21,11 +22,12 @@ cdef inline Py_ssize_t window_hi(Py_ssize_t start, Py_ssize_t size, Py_ssize_t k
 # fx in [fx_lo, fx_hi).  The plane loops call them with constant bounds (0, ph, 0, pw)
 # for windows wholly inside, which the compiler unrolls for the common sizes.
 
-cdef inline Py_ssize_t window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
+cdef inline Py_ssize_t window_argmax(const floating* x, Py_ssize_t w, Py_ssize_t y0,
                                       Py_ssize_t x0, Py_ssize_t fy_lo, Py_ssize_t fy_hi,
                                       Py_ssize_t fx_lo, Py_ssize_t fx_hi, Py_ssize_t pw,
                                       floating* best_out) noexcept nogil:
-    """Index fy*pw + fx of the window's first maximum; its value into best_out.
+    """Index fy*pw + fx of the window's first maximum in the plane x (rows of w); its
+    value into best_out.
 
     Padding is -inf: it never beats best, so only the inside is scanned, and a window
     with nothing above -inf keeps index 0, like argmax.  Which element wins is
@@ -38,7 +40,7 @@ cdef inline Py_ssize_t window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
     cdef bint take, nan_seen = False
     for fy in range(fy_lo, fy_hi):
         for fx in range(fx_lo, fx_hi):
-            v = x[y0 + fy, x0 + fx]
+            v = x[(y0 + fy) * w + x0 + fx]
             take = v > best
             idx = idx + take * (fy * pw + fx - idx)
             best = v if v > best else best
@@ -46,7 +48,7 @@ cdef inline Py_ssize_t window_argmax(const floating[:, ::1] x, Py_ssize_t y0,
     if nan_seen:
         for fy in range(fy_lo, fy_hi):
             for fx in range(fx_lo, fx_hi):
-                v = x[y0 + fy, x0 + fx]
+                v = x[(y0 + fy) * w + x0 + fx]
                 if v != v:
                     best_out[0] = v
                     return fy * pw + fx
@@ -96,46 +98,49 @@ cdef inline bint _max_row_2x2(const floating* r0, const floating* r1, floating* 
         return zd_max_row_2x2_f64(r0, r1, out, arg, ow)
 
 
-cdef inline void max_plane(const floating[:, ::1] x, floating[:, ::1] out,
-                            Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t s, Py_ssize_t p) noexcept nogil:
+cdef inline void max_plane(const floating* x, Py_ssize_t h, Py_ssize_t w, floating* out,
+                           Py_ssize_t* arg, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ph,
+                           Py_ssize_t pw, Py_ssize_t s, Py_ssize_t p) noexcept nogil:
+    """Max pooling of the (h, w) plane x into the (oh, ow) planes out and arg.  Planes
+    are pointers with their sizes: a typed-memoryview slice per plane (a struct copy
+    and an atomic reference count that every thread hits) costs more than a small
+    plane's work."""
     cdef Py_ssize_t oy, ox, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi
-    cdef Py_ssize_t h = x.shape[0], w = x.shape[1]
     cdef floating best
     cdef bint fast = ph == 2 and pw == 2 and s == 2 and p == 0
-    for oy in range(out.shape[0]):
+    for oy in range(oh):
         # SimpleConvNet's pooling: every window lies inside the plane
-        if fast and _max_row_2x2(&x[2 * oy, 0], &x[2 * oy + 1, 0], &out[oy, 0],
-                                 &arg[oy, 0], out.shape[1]) == 0:
+        if fast and _max_row_2x2(x + 2 * oy * w, x + (2 * oy + 1) * w, out + oy * ow,
+                                 arg + oy * ow, ow) == 0:
             continue
         y0 = oy * s - p
         fy_lo = window_lo(y0)
         fy_hi = window_hi(y0, h, ph)
-        for ox in range(out.shape[1]):
+        for ox in range(ow):
             x0 = ox * s - p
             fx_lo = window_lo(x0)
             fx_hi = window_hi(x0, w, pw)
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
-                arg[oy, ox] = window_argmax(x, y0, x0, 0, ph, 0, pw, pw, &best)
+                arg[oy * ow + ox] = window_argmax(x, w, y0, x0, 0, ph, 0, pw, pw, &best)
             else:
-                arg[oy, ox] = window_argmax(x, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, pw,
-                                             &best)
-            out[oy, ox] = best
+                arg[oy * ow + ox] = window_argmax(x, w, y0, x0, fy_lo, fy_hi, fx_lo, fx_hi,
+                                                  pw, &best)
+            out[oy * ow + ox] = best
 
 
-cdef inline void max_back_plane(const floating[:, ::1] dout, const Py_ssize_t[:, ::1] arg,
-                                floating[:, ::1] dx, Py_ssize_t pw, Py_ssize_t s,
-                                Py_ssize_t p) noexcept nogil:
-    """dx (the input plane) = dout scattered to each window's argmax."""
+cdef inline void max_back_plane(const floating* dout, const Py_ssize_t* arg, floating* dx,
+                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t h, Py_ssize_t w,
+                                Py_ssize_t pw, Py_ssize_t s, Py_ssize_t p) noexcept nogil:
+    """dx (an h x w input plane) = dout (oh x ow) scattered to each window's argmax.
+    Callers pass pw as a constant for the common widths, so idx // pw and idx % pw
+    compile to multiplies, not divisions."""
     cdef Py_ssize_t oy, ox, iy, ix, idx
-    for iy in range(dx.shape[0]):
-        for ix in range(dx.shape[1]):
-            dx[iy, ix] = 0
-    for oy in range(dout.shape[0]):
-        for ox in range(dout.shape[1]):
-            idx = arg[oy, ox]
+    memset(dx, 0, h * w * sizeof(floating))
+    for oy in range(oh):
+        for ox in range(ow):
+            idx = arg[oy * ow + ox]
             iy = oy * s - p + idx // pw
             ix = ox * s - p + idx % pw
             # A maximum in the padding has no input to flow back to.
-            if 0 <= iy < dx.shape[0] and 0 <= ix < dx.shape[1]:
-                dx[iy, ix] = dx[iy, ix] + dout[oy, ox]
+            if 0 <= iy < h and 0 <= ix < w:
+                dx[iy * w + ix] = dx[iy * w + ix] + dout[oy * ow + ox]

@@ -244,18 +244,19 @@ cdef inline void _fold_image(const floating[:, ::1] dcol, floating[:, ::1] plane
             _fold_plane(dcol, 0, c, dx[c], dx[c], p, oh, ow, s, fh, fw)
 
 
-cdef inline void _relu_pool_plane(floating[:, ::1] plane, floating[:, ::1] out,
-                                  Py_ssize_t[:, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
-                                  Py_ssize_t s, Py_ssize_t p) noexcept nogil:
-    """ReLU over one conv-output plane in place (as relu_forward), then its max pooling
-    into out and arg."""
-    relu_into(&plane[0, 0], &plane[0, 0], plane.shape[0] * plane.shape[1])
+cdef inline void _relu_pool_plane(floating* plane, Py_ssize_t h, Py_ssize_t w,
+                                  floating* out, Py_ssize_t* arg, Py_ssize_t qh,
+                                  Py_ssize_t qw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t s,
+                                  Py_ssize_t p) noexcept nogil:
+    """ReLU over one (h, w) conv-output plane in place (as relu_forward), then its max
+    pooling into the (qh, qw) planes out and arg (pointers: see max_plane)."""
+    relu_into(plane, plane, h * w)
     if ph == 2 and pw == 2:
-        max_plane(plane, out, arg, 2, 2, s, p)
+        max_plane(plane, h, w, out, arg, qh, qw, 2, 2, s, p)
     elif ph == 3 and pw == 3:
-        max_plane(plane, out, arg, 3, 3, s, p)
+        max_plane(plane, h, w, out, arg, qh, qw, 3, 3, s, p)
     else:
-        max_plane(plane, out, arg, ph, pw, s, p)
+        max_plane(plane, h, w, out, arg, qh, qw, ph, pw, s, p)
 
 
 cdef void _conv_forward_run(const floating[:, :, :, ::1] xp, const floating[:, ::1] wmat,
@@ -286,7 +287,9 @@ cdef void _conv_relu_pool_run(const floating[:, :, :, ::1] xp, const floating[:,
             tid = threadid()
             _image_forward(xp[n], wmat, b, col, n * npix, tile[tid], fh, fw, s, oh, ow)
             for f in range(wmat.shape[0]):
-                _relu_pool_plane(tile4[tid, f], out[n, f], arg[n, f], ph, pw, ps, pp)
+                _relu_pool_plane(&tile4[tid, f, 0, 0], oh, ow, &out[n, f, 0, 0],
+                                 &arg[n, f, 0, 0], out.shape[2], out.shape[3], ph, pw, ps,
+                                 pp)
 
 
 cdef void _conv_backward_run(const floating[:, :, ::1] dout, const floating[:, ::1] col,
