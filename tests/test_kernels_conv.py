@@ -626,12 +626,34 @@ BAD_CASES = _bad_cases()
 @pytest.mark.parametrize("name,args", BAD_CASES,
                          ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_CASES)])
 def test_bad_input_fails_like_the_reference(name, args):
+    _fails_alike(name, args)
+
+
+def _fails_alike(name, args):
+    """Both backends raise on args, the same exception with the same message."""
     with pytest.raises(Exception) as want:
         REF[name](*args)
     with pytest.raises(Exception) as got:
         CY[name](*args)
     assert type(got.value) is type(want.value)
     assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_byte_swapped_floats_fail_like_the_reference(name):
+    """Pooling reads its planes through raw pointers, which see bytes, not values: a
+    float array in the other byte order must be refused first, as the reference
+    refuses it (float32 and float64 only, in native order)."""
+    rng = np.random.default_rng(3)
+    args = arguments(name, geometries_of(name)[0], np.float32, rng)
+    swapped = 0
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            bad = list(args)
+            bad[i] = a.astype(a.dtype.newbyteorder())
+            _fails_alike(name, bad)
+            swapped += 1
+    assert swapped >= 1
 
 
 # ---------------------------------------------------------------- random geometries
