@@ -195,6 +195,11 @@ def affine_backward_args(dout, x, W) -> None:
 def adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps):
     """Checked (lr, beta1, beta2, step, eps) of an Adam/AdamW update."""
     update_lists(params, grads, ms=ms, vs=vs)
+    return adam_hyper(lr, beta1, beta2, step, eps)
+
+
+def adam_hyper(lr, beta1, beta2, step, eps):
+    """Checked (lr, beta1, beta2, step, eps): adam_args once the lists are known good."""
     lr, eps = real("lr", lr), real("eps", eps, 0.0)
     beta1 = real("beta1", beta1, 0.0, 1.0)
     beta2 = real("beta2", beta2, 0.0, 1.0)
