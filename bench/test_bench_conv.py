@@ -44,11 +44,34 @@ POOL_SHAPES = {
 DTYPE = np.float32
 
 
-def _setup(benchmark, kernel, shape, backend):
+def _setup(benchmark, kernel, shape, backend, **work):
+    """Group, threads and dtype, and the work of one call for report.py's roofline
+    columns: ``flops`` (the GEMMs' 2*multiply-adds) or ``bytes`` (the least memory the
+    kernel must read and write)."""
     benchmark.group = f"{kernel} {shape}"
     benchmark.extra_info["threads"] = (torch.get_num_threads() if backend == "torch"
                                        else zerodl.get_num_threads())
     benchmark.extra_info["dtype"] = np.dtype(DTYPE).name
+    benchmark.extra_info.update(work)
+
+
+_ITEM = np.dtype(DTYPE).itemsize
+_INDEX = np.dtype(np.intp).itemsize     # an argmax entry
+
+
+def _conv_work(shape):
+    """(multiply-adds of one convolution's GEMM, input elements, col elements)."""
+    n, c, h, w, f, k, p = CONV_SHAPES[shape]
+    oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
+    return n * f * c * k * k * oh * ow, n * c * h * w, n * oh * ow * c * k * k
+
+
+def _pool_bytes(shape, argmax=False):
+    """Bytes one pooling reads and writes: input and output planes, and with max
+    pooling's argmax an index per output."""
+    n, c, h, w, k, s = POOL_SHAPES[shape]
+    outs = n * c * ((h - k) // s + 1) * ((w - k) // s + 1)
+    return (n * c * h * w + outs) * _ITEM + (outs * _INDEX if argmax else 0)
 
 
 def _conv_data(shape):
@@ -65,7 +88,8 @@ def _conv_data(shape):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_im2col(benchmark, shape, backend):
-    _setup(benchmark, "im2col", shape, backend)
+    _, xs, cols = _conv_work(shape)
+    _setup(benchmark, "im2col", shape, backend, bytes=(xs + cols) * _ITEM)
     x, W, b, dout, k, p = _conv_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x)
@@ -77,7 +101,8 @@ def test_im2col(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_col2im(benchmark, shape, backend):
-    _setup(benchmark, "col2im", shape, backend)
+    _, xs, cols = _conv_work(shape)
+    _setup(benchmark, "col2im", shape, backend, bytes=(xs + cols) * _ITEM)
     x, W, b, dout, k, p = _conv_data(shape)
     col = table("numpy")["im2col"](x, k, k, 1, p)
     if backend == "torch":
@@ -93,7 +118,7 @@ def test_col2im(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_conv_forward(benchmark, shape, backend):
-    _setup(benchmark, "conv fwd", shape, backend)
+    _setup(benchmark, "conv fwd", shape, backend, flops=2 * _conv_work(shape)[0])
     x, W, b, dout, k, p = _conv_data(shape)
     if backend == "torch":
         tx, tW, tb = map(torch.from_numpy, (x, W, b))
@@ -109,7 +134,7 @@ def test_conv_forward(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_conv_backward(benchmark, shape, backend):
-    _setup(benchmark, "conv bwd", shape, backend)
+    _setup(benchmark, "conv bwd", shape, backend, flops=4 * _conv_work(shape)[0])
     x, W, b, dout, k, p = _conv_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x).requires_grad_(True)
@@ -135,7 +160,7 @@ def _pool_data(shape):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(POOL_SHAPES))
 def test_maxpool_forward(benchmark, shape, backend):
-    _setup(benchmark, "maxpool fwd", shape, backend)
+    _setup(benchmark, "maxpool fwd", shape, backend, bytes=_pool_bytes(shape, argmax=True))
     x, dout, k, s = _pool_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x)
@@ -151,7 +176,7 @@ def test_maxpool_forward(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(POOL_SHAPES))
 def test_maxpool_backward(benchmark, shape, backend):
-    _setup(benchmark, "maxpool bwd", shape, backend)
+    _setup(benchmark, "maxpool bwd", shape, backend, bytes=_pool_bytes(shape, argmax=True))
     x, dout, k, s = _pool_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x).requires_grad_(True)
@@ -166,7 +191,7 @@ def test_maxpool_backward(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(POOL_SHAPES))
 def test_avgpool_forward(benchmark, shape, backend):
-    _setup(benchmark, "avgpool fwd", shape, backend)
+    _setup(benchmark, "avgpool fwd", shape, backend, bytes=_pool_bytes(shape))
     x, dout, k, s = _pool_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x)
@@ -182,7 +207,7 @@ def test_avgpool_forward(benchmark, shape, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", list(POOL_SHAPES))
 def test_avgpool_backward(benchmark, shape, backend):
-    _setup(benchmark, "avgpool bwd", shape, backend)
+    _setup(benchmark, "avgpool bwd", shape, backend, bytes=_pool_bytes(shape))
     x, dout, k, s = _pool_data(shape)
     if backend == "torch":
         tx = torch.from_numpy(x).requires_grad_(True)
@@ -209,7 +234,8 @@ FUSED_VARIANTS = [
 @pytest.mark.parametrize("variant", FUSED_VARIANTS)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_conv_relu_pool_step(benchmark, shape, variant):
-    _setup(benchmark, "conv+relu+pool fwd+bwd", shape, variant)
+    # the forward's GEMM and dW's (no input gradient)
+    _setup(benchmark, "conv+relu+pool fwd+bwd", shape, variant, flops=4 * _conv_work(shape)[0])
     x, W, b, _, k, p = _conv_data(shape)
     rng = np.random.default_rng(1)
     n, f, oh, ow = x.shape[0], W.shape[0], x.shape[2] + 2 * p - k + 1, x.shape[3] + 2 * p - k + 1

@@ -13,8 +13,10 @@ as the three products written out and through autograd; batch norm as
 ``F.batch_norm`` and its backward through autograd and as the bare
 ``native_batch_norm_backward``; optimizers as ``fused``, ``foreach`` and single-tensor
 ``torch.optim`` steps.  ``numpy-matmul`` is the bare GEMM time of affine, the floor
-the compiled affine is held to.  Optimizer benchmarks record ``bytes`` (the memory one
-step must move) and, after the run, ``gbs`` at the median in ``extra_info``.
+the compiled affine is held to.  Every benchmark records its work in ``extra_info`` for
+report.py's roofline columns: ``flops`` (affine's GEMMs) or ``bytes`` (the least memory
+a call must move: batch norm, optimizers, activations, softmax-CE, layer norm,
+dropout); optimizer benchmarks also record ``gbs`` at the median after the run.
 """
 import numpy as np
 import pytest
@@ -287,11 +289,23 @@ OTHER_KERNELS = ("relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_ba
                  "batchnorm_forward_infer", "dropout_forward", "dropout_backward")
 
 
+# (n, d) arrays of float32 each kernel must read and write at the least: the roofline
+# column's bytes (labels and per-feature vectors are left out; a dropout mask is one byte
+# per element).
+_ARRAYS_MOVED = {"relu_forward": 2, "sigmoid_forward": 2, "tanh_forward": 2,
+                 "relu_backward": 3, "sigmoid_backward": 3, "tanh_backward": 3,
+                 "softmax_cross_entropy_forward": 2, "softmax_cross_entropy_backward": 2,
+                 "layernorm_forward": 3, "layernorm_backward": 3,
+                 "batchnorm_forward_infer": 2, "dropout_forward": 2.25,
+                 "dropout_backward": 2.25}
+
+
 @pytest.mark.parametrize("variant", _variants())
 @pytest.mark.parametrize("shape", list(OTHER_SHAPES))
 @pytest.mark.parametrize("kernel", OTHER_KERNELS)
 def test_dense_kernel(benchmark, record_info, kernel, shape, variant):
     n, d = OTHER_SHAPES[shape]
-    _setup(benchmark, record_info, kernel.replace("_", " "), shape, variant)
+    _setup(benchmark, record_info, kernel.replace("_", " "), shape, variant,
+           bytes=int(_ARRAYS_MOVED[kernel] * n * d * np.dtype(DTYPE).itemsize))
     args = _other_args(kernel, n, d, np.random.default_rng(0))
     benchmark(table(variant)[kernel], *args)
