@@ -820,6 +820,68 @@ def test_optimizer_bad_input_same_error(name, label, mutate):
         np.testing.assert_array_equal(a, b)
 
 
+# The compiled updates take bare addresses; a hyperparameter's __float__ / __index__ (or
+# another thread) runs Python between the checks and the update.  Each case runs in a
+# child process, so a write into freed memory shows as a crash or as changed junk.
+_MUTATING_HYPER = {
+    "lr_float_clears_params": """
+import gc, numpy as np
+from zerodl._kernels import table
+params = [np.ones(1 << 16)]; grads = [np.full(1 << 16, 2.0)]   # params[0]: no other name
+class LR(float):
+    def __float__(self):
+        params.clear(); gc.collect()
+        global junk
+        junk = [np.full(1 << 16, 7.0) for _ in range(4)]
+        return 0.5
+table("cython")["sgd_update"](params, grads, LR(0.5))
+assert all((j == 7.0).all() for j in junk), "freed memory written"
+""",
+    "step_index_clears_lists": """
+import gc, numpy as np
+from zerodl._kernels import table
+n = 1 << 16
+params, grads = [np.ones(n)], [np.ones(n)]
+ms, vs = [np.zeros(n)], [np.zeros(n)]
+p = params[0]
+class Step:
+    def __index__(self):
+        params.clear(); ms.clear(); vs.clear(); gc.collect()
+        global junk
+        junk = [np.full(n, 7.0) for _ in range(8)]
+        return 1
+table("cython")["adam_update"](params, grads, ms, vs, 0.1, 0.9, 0.999, Step())
+assert all((j == 7.0).all() for j in junk), "freed memory written"
+assert (p < 1.0).all(), "the parameter passed in was not updated"
+""",
+    "lr_float_swaps_checked_gradient": """
+import numpy as np
+from zerodl._kernels import table
+n = 1 << 20
+base = np.ones((n, 2)); params = [base[:, 0]]      # strided: the plan's path
+grads = [np.full(n, 2.0)]
+class LR(float):
+    def __float__(self):
+        grads[0] = np.ones(1)                      # too small for the parameter
+        return 0.5
+table("cython")["sgd_update"](params, grads, LR(0.5))
+assert (params[0] == 0.0).all(), "the update did not use the checked gradient"
+""",
+}
+
+
+@pytest.mark.skipif(not cython_available(), reason="cython kernels not built")
+@pytest.mark.parametrize("case", list(_MUTATING_HYPER))
+def test_update_survives_lists_changed_by_the_checks(case):
+    """The arrays the lists held when the update was called are the ones updated, and
+    kept alive until it is done, whatever the checks' Python does to the lists."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _MUTATING_HYPER[case]], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- properties
 
 dims = st.integers(0, 24)

@@ -368,6 +368,19 @@ cdef _Table _direct(params, grads, tuple states):
     return table
 
 
+cdef tuple _snapshot(params, grads, tuple states):
+    """(params, grads, states) as tuples, taken once at the start of a call.  The tuples
+    keep every array alive until the update is done, and the Python code the checks run
+    (a hyperparameter's __float__ or __index__, another thread) can then neither free
+    nor swap an element between its check and its update: the pointer tables hold bare
+    addresses.  Anything but lists and tuples is passed on as it is, for the checks to
+    reject with the reference's message."""
+    for seq in (params, grads) + states:
+        if not isinstance(seq, (list, tuple)):
+            return params, grads, states
+    return tuple(params), tuple(grads), tuple([tuple(seq) for seq in states])
+
+
 cdef class _Plan:
     """Pointer tables of one update call, one group per dtype, plus the write-backs of
     the arrays that had to be copied to be contiguous."""
@@ -432,66 +445,81 @@ def _plan(params, grads, *states):
     return plan
 
 
-cdef object _update(Kind kind, _Table direct, params, grads, tuple states, zd_hyper hy):
-    """Run the update: straight through the arrays when _direct recognised them, else by
-    the plan (copies and write-backs for other layouts)."""
+cdef bint _lists_ok(params, grads, tuple states, dict names) except -1:
+    """Raise the reference's error unless the lists are valid; True when they are the
+    common case _direct recognises (checked in C), False when the checks' Python had to
+    look at them."""
+    if _direct(params, grads, states) is not None:
+        return True
+    chk.update_lists(params, grads, **names)
+    return False
+
+
+cdef object _update(Kind kind, params, grads, tuple states, bint direct_ok, dict names,
+                    zd_hyper hy):
+    """Run the update, after every check (and so after any Python code a hyperparameter
+    may run): straight through the arrays by a pointer table built here and used at
+    once, or by the plan (copies and write-backs for other layouts)."""
+    cdef _Table direct = _direct(params, grads, states) if direct_ok else None
     if direct is not None:
         direct.run(kind, &hy)
-    else:
-        _apply(kind, _plan(params, grads, *states), hy)
+        return
+    if direct_ok:       # the arrays changed while the hyperparameters were checked
+        chk.update_lists(params, grads, **names)
+    _apply(kind, _plan(params, grads, *states), hy)
 
 
 def sgd_update(params, grads, lr):
     """p -= lr * g."""
-    cdef _Table direct = _direct(params, grads, ())
-    if direct is None:
-        chk.update_lists(params, grads)
+    params, grads, states = _snapshot(params, grads, ())
+    cdef dict names = {}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr = chk.real("lr", lr)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=0, decay=0, shrink=1)
-    _update(SGD, direct, params, grads, (), hy)
+    _update(SGD, params, grads, states, ok, names, hy)
 
 
 def momentum_update(params, grads, velocities, lr, momentum):
     """v = momentum*v - lr*g; p += v."""
-    cdef _Table direct = _direct(params, grads, (velocities,))
-    if direct is None:
-        chk.update_lists(params, grads, velocities=velocities)
+    params, grads, states = _snapshot(params, grads, (velocities,))
+    cdef dict names = {"velocities": states[0]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum, c2=0, eps=0, decay=0, shrink=1)
-    _update(MOMENTUM, direct, params, grads, (velocities,), hy)
+    _update(MOMENTUM, params, grads, states, ok, names, hy)
 
 
 def nesterov_update(params, grads, velocities, lr, momentum):
     """p += momentum^2*v - (1+momentum)*lr*g (old v); then v = momentum*v - lr*g."""
-    cdef _Table direct = _direct(params, grads, (velocities,))
-    if direct is None:
-        chk.update_lists(params, grads, velocities=velocities)
+    params, grads, states = _snapshot(params, grads, (velocities,))
+    cdef dict names = {"velocities": states[0]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum * momentum, c2=(1 + momentum) * lr, eps=0,
                                 decay=momentum, shrink=1)
-    _update(NESTEROV, direct, params, grads, (velocities,), hy)
+    _update(NESTEROV, params, grads, states, ok, names, hy)
 
 
 def adagrad_update(params, grads, hs, lr, eps=1e-7):
     """h += g*g; p -= lr*g / (sqrt(h) + eps)."""
-    cdef _Table direct = _direct(params, grads, (hs,))
-    if direct is None:
-        chk.update_lists(params, grads, hs=hs)
+    params, grads, states = _snapshot(params, grads, (hs,))
+    cdef dict names = {"hs": states[0]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=eps, decay=0, shrink=1)
-    _update(ADAGRAD, direct, params, grads, (hs,), hy)
+    _update(ADAGRAD, params, grads, states, ok, names, hy)
 
 
 def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
     """h = decay*h + (1-decay)*g*g; p -= lr*g / (sqrt(h) + eps)."""
-    cdef _Table direct = _direct(params, grads, (hs,))
-    if direct is None:
-        chk.update_lists(params, grads, hs=hs)
+    params, grads, states = _snapshot(params, grads, (hs,))
+    cdef dict names = {"hs": states[0]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
     decay_rate = chk.real("decay_rate", decay_rate, 0.0, 1.0)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=1 - decay_rate, c2=0, eps=eps, decay=decay_rate,
                                 shrink=1)
-    _update(RMSPROP, direct, params, grads, (hs,), hy)
+    _update(RMSPROP, params, grads, states, ok, names, hy)
 
 
 cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double eps,
@@ -501,27 +529,24 @@ cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double ep
     return zd_hyper(lr=lr_t, c1=1 - beta1, c2=1 - beta2, eps=eps, decay=0, shrink=shrink)
 
 
-cdef _Table _adam_lists(params, grads, ms, vs):
-    cdef _Table direct = _direct(params, grads, (ms, vs))
-    if direct is None:
-        chk.update_lists(params, grads, ms=ms, vs=vs)
-    return direct
-
-
 def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
     """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
     m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
-    cdef _Table direct = _adam_lists(params, grads, ms, vs)
+    params, grads, states = _snapshot(params, grads, (ms, vs))
+    cdef dict names = {"ms": states[0], "vs": states[1]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, beta1, beta2, step, eps = chk.adam_hyper(lr, beta1, beta2, step, eps)
-    _update(ADAM, direct, params, grads, (ms, vs),
+    _update(ADAM, params, grads, states, ok, names,
             _adam_hyper(lr, beta1, beta2, step, eps, 1.0))
 
 
 def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
     """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
-    cdef _Table direct = _adam_lists(params, grads, ms, vs)
+    params, grads, states = _snapshot(params, grads, (ms, vs))
+    cdef dict names = {"ms": states[0], "vs": states[1]}
+    cdef bint ok = _lists_ok(params, grads, states, names)
     lr, beta1, beta2, step, eps = chk.adam_hyper(lr, beta1, beta2, step, eps)
     wd = chk.real("weight_decay", weight_decay, 0.0)
     shrink = 1.0 - lr * wd
-    _update(ADAM, direct, params, grads, (ms, vs),
+    _update(ADAM, params, grads, states, ok, names,
             _adam_hyper(lr, beta1, beta2, step, eps, shrink))
