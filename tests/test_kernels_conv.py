@@ -235,6 +235,28 @@ def test_copies_are_exact(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_zero_filters_agree(dtype):
+    """A convolution with no filters gives empty outputs and zero input gradients in
+    both backends (the reference once failed reshaping an empty W with -1)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
+    W, b = np.ones((0, 3, 3, 3), dtype), np.ones(0, dtype)
+    for name, args in (("conv_forward", (x, W, b, 1, 1)),
+                       ("conv_relu_pool_forward", (x, W, b, 1, 1, 2, 2, 2, 0))):
+        want = REF[name](*args)
+        assert_same(CY[name](*args), want, name)
+        assert want[0].shape[1] == 0
+    out, col = REF["conv_forward"](x, W, b, 1, 1)
+    pooled, col, argmax = REF["conv_relu_pool_forward"](x, W, b, 1, 1, 2, 2, 2, 0)
+    for name, args in (("conv_backward", (np.zeros_like(out), col, x.shape, W, 1, 1)),
+                       ("conv_relu_pool_backward", (np.zeros_like(pooled), pooled, argmax,
+                                                    col, x.shape, W, 1, 1, 2, 2, 2, 0))):
+        want = REF[name](*args)
+        assert_same(CY[name](*args), want, name)
+        assert not want[0].any() and want[1].shape == W.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_maxpool_special_values(dtype):
     """-inf, NaN and all-padding windows pick the same value and index as numpy.argmax."""
     x = np.array([[[[-np.inf, -np.inf, 1.0, np.nan],

@@ -358,7 +358,7 @@ def conv_forward(x, W, b, stride=1, pad=0):
     """
     n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_forward_args(x, W, b, stride, pad)
     col = im2col(x, fh, fw, s, p)
-    out = col @ W.reshape(fn, -1).T
+    out = col @ W.reshape(fn, c * fh * fw).T     # explicit: fn may be 0
     out += b
     return np.ascontiguousarray(out.reshape(n, oh, ow, fn).transpose(0, 3, 1, 2)), col
 
@@ -367,12 +367,12 @@ def conv_backward(dout, col, x_shape, W, stride=1, pad=0, need_dx=True):
     """Gradients of conv_forward: (dx, dW, db); dx is None when need_dx is false."""
     n, c, h, w, fn, fh, fw, s, p, oh, ow = chk.conv_backward_args(dout, col, x_shape, W,
                                                                    stride, pad)
-    d2 = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+    d2 = dout.transpose(0, 2, 3, 1).reshape(n * oh * ow, fn)
     db = _sum0(d2)
     dW = (d2.T @ col).reshape(W.shape)
     if not need_dx:
         return None, dW, db
-    dcol = d2 @ W.reshape(fn, -1)
+    dcol = d2 @ W.reshape(fn, c * fh * fw)
     return col2im(dcol, (n, c, h, w), fh, fw, s, p), dW, db
 
 
@@ -405,8 +405,8 @@ def conv_relu_pool_backward(dout, out, argmax, col, x_shape, W, stride=1, pad=0,
     dx, dW, db = conv_backward(dconv, col, (n, c, h, w), W, s, p, need_dx)
     if np.isfinite(dW).all() and (dx is None or np.isfinite(dx).all()):
         return dx, dW, db
-    d2 = dconv.transpose(0, 2, 3, 1).reshape(-1, fn)
-    wmat = W.reshape(fn, -1)
+    d2 = dconv.transpose(0, 2, 3, 1).reshape(n * oh * ow, fn)
+    wmat = W.reshape(fn, c * fh * fw)
     dW = np.zeros(wmat.shape, dtype=dout.dtype)
     dcol = np.zeros(col.shape, dtype=dout.dtype) if need_dx else None
     for f in range(fn):
