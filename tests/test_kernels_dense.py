@@ -820,6 +820,40 @@ def test_optimizer_bad_input_same_error(name, label, mutate):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("layout", ["same array twice", "overlapping views"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_lists_sharing_memory_update_in_list_order(name, layout, threads):
+    """Parameters that share memory are updated as the reference does, one after the
+    other in list order, on any thread count: split across two threads, the two rows
+    raced (elements updated once instead of twice)."""
+    n_states, hyper = OPTIMIZERS[name]
+    n = 1 << 17                             # large enough to split across threads
+    rng = np.random.default_rng(5)
+
+    def lists():
+        base = rng.standard_normal(n + n // 2)
+        if layout == "same array twice":
+            params = [base[:n], base[:n]]
+        else:
+            params = [base[:n], base[n // 2:]]
+        grads = [rng.standard_normal(n) for _ in params]
+        states = [[np.abs(rng.standard_normal(n)) for _ in params] for _ in range(n_states)]
+        return base, params, grads, states
+
+    for nt in (1, 2):
+        threads(nt)
+        base_want, p_want, g, st_want = lists()
+        rng = np.random.default_rng(5)
+        base_got, p_got, _, st_got = lists()
+        REF[name](p_want, g, *st_want, *hyper)
+        CY[name](p_got, g, *st_got, *hyper)
+        np.testing.assert_allclose(base_got, base_want, rtol=1e-12, atol=1e-12)
+        for got, want in zip(st_got, st_want):
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        rng = np.random.default_rng(5)
+
+
 # The compiled updates take bare addresses; a hyperparameter's __float__ / __index__ (or
 # another thread) runs Python between the checks and the update.  Each case runs in a
 # child process, so a write into freed memory shows as a crash or as changed junk.

@@ -526,9 +526,14 @@ def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
         p -= lr * g / (np.sqrt(h) + eps)
 
 
-def _adam_core(params, grads, ms, vs, lr, beta1, beta2, step, eps):
+def _adam_core(params, grads, ms, vs, lr, beta1, beta2, step, eps, shrink=None):
+    """Adam's step over the lists, one parameter after the other; with shrink (AdamW's
+    1 - lr*weight_decay) each parameter is first scaled by it (so a parameter listed
+    twice is decayed and stepped, then decayed and stepped again)."""
     lr_t = lr * np.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
     for p, g, m, v in zip(params, grads, ms, vs):
+        if shrink is not None:
+            p *= shrink
         m += (1 - beta1) * (g - m)
         v += (1 - beta2) * (g * g - v)
         p -= lr_t * m / (np.sqrt(v) + eps)
@@ -545,7 +550,4 @@ def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight
     """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
     args = chk.adam_args(params, grads, ms, vs, lr, beta1, beta2, step, eps)
     wd = chk.real("weight_decay", weight_decay, 0.0)
-    shrink = 1.0 - args[0] * wd
-    for p in params:
-        p *= shrink
-    _adam_core(params, grads, ms, vs, *args)
+    _adam_core(params, grads, ms, vs, *args, shrink=1.0 - args[0] * wd)

@@ -182,6 +182,39 @@ cdef extern from *:
     void zd_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
     void zd_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n, const zd_hyper* hy) noexcept nogil
 
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <stdint.h>
+    typedef struct { uintptr_t lo, hi; ptrdiff_t row; } zd_span;
+    static int zd_span_cmp(const void* a, const void* b) {
+        uintptr_t x = ((const zd_span*)a)->lo, y = ((const zd_span*)b)->lo;
+        return (x > y) - (x < y);
+    }
+    /* Whether arrays of different rows of a table share memory.  spans: the byte
+       ranges of every row's arrays (n of them, sorted here).  One sweep in order of
+       start: a span that starts before the furthest end seen so far overlaps the span
+       with that end; were that span of its own row, the two spans holding that end and
+       the earlier overlap of another row would have overlapped first. */
+    static int zd_rows_overlap(zd_span* spans, ptrdiff_t n) {
+        ptrdiff_t i, row;
+        uintptr_t end;
+        if (n < 2) return 0;
+        qsort(spans, (size_t)n, sizeof(zd_span), zd_span_cmp);
+        end = spans[0].hi; row = spans[0].row;
+        for (i = 1; i < n; i++) {
+            if (spans[i].lo < end && spans[i].row != row) return 1;
+            if (spans[i].hi > end) { end = spans[i].hi; row = spans[i].row; }
+        }
+        return 0;
+    }
+    """
+    ctypedef struct zd_span:
+        size_t lo, hi
+        Py_ssize_t row
+    bint zd_rows_overlap(zd_span* spans, Py_ssize_t n) noexcept nogil
+
+
 zd_pick_isa()
 
 # Elements per thread below which one thread does the whole update.
@@ -309,8 +342,34 @@ cdef class _Table:
         self.offsets[i + 1] = self.offsets[i] + cnp.PyArray_SIZE(<cnp.ndarray>p)
         self.count = i + 1
 
-    cdef void run(self, Kind kind, const zd_hyper* hy):
+    cdef bint _shares_memory(self) except -1:
+        """Whether two rows share memory (an array listed twice, overlapping views):
+        then only one thread may run, in list order, as the reference updates."""
+        cdef Py_ssize_t i, j, n = 0, c = self.cap, item = 4 if self.f32 else 8
+        cdef Py_ssize_t size
+        cdef intptr_t a
+        cdef zd_span* spans = <zd_span*>PyMem_Malloc(max(4 * self.count, 1) * sizeof(zd_span))
+        if spans == NULL:
+            raise MemoryError()
+        for i in range(self.count):
+            size = (self.offsets[i + 1] - self.offsets[i]) * item
+            for j in range(4):
+                a = self.addr[j * c + i]
+                # a row's unused state slots repeat its p: one span each
+                if j and (a == self.addr[i] or (j == 3 and a == self.addr[2 * c + i])):
+                    continue
+                spans[n].lo = <size_t>a
+                spans[n].hi = <size_t>a + size
+                spans[n].row = i
+                n += 1
+        cdef bint shared = zd_rows_overlap(spans, n)
+        PyMem_Free(spans)
+        return shared
+
+    cdef void run(self, Kind kind, const zd_hyper* hy) except *:
         cdef int nt = work_threads(self.offsets[self.count], MIN_WORK)
+        if nt > 1 and self.count > 1 and self._shares_memory():
+            nt = 1
         cdef intptr_t* a = self.addr
         cdef Py_ssize_t c = self.cap
         if self.f32:
