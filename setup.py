@@ -1,7 +1,8 @@
 """Build the compiled kernels: every zerodl/_kernels/*.pyx becomes zerodl._kernels.<name>.
 
 Environment switches (for local builds; a wheel uses none of them):
-  ZERODL_CYTHON_DEBUG=1   bounds and wraparound checks on, no -O3 (the suite must pass)
+  ZERODL_CYTHON_DEBUG=1   bounds and wraparound checks on, no -O3 (the suite must pass);
+                          loops over raw pointers check their plane bounds too
   ZERODL_NATIVE=1         add -march=native (never for a wheel you hand to someone else)
   ZERODL_NO_OPENMP=1      build without OpenMP (kernels then run single-threaded)
   ZERODL_BUILD_ONLY=a,b   build only the named kernel modules (development shortcut)
@@ -65,7 +66,8 @@ def _extension(name, source, arch):
     return Extension(
         name, [source],
         include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("ZERODL_DEBUG_CHECKS", "1")] if DEBUG else []),
         extra_compile_args=compile_args + arch,
         extra_link_args=link_args,
     )

@@ -17,6 +17,15 @@ cdef inline Py_ssize_t window_hi(Py_ssize_t start, Py_ssize_t size, Py_ssize_t k
     return size - start if size - start < k else k
 
 
+cdef inline bint window_inside(Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t fy_lo,
+                               Py_ssize_t fy_hi, Py_ssize_t fx_lo, Py_ssize_t fx_hi,
+                               Py_ssize_t h, Py_ssize_t w) noexcept nogil:
+    """The clamped window rows y0+fy_lo..y0+fy_hi and columns x0+fx_lo..x0+fx_hi lie in an
+    (h, w) plane (or the window is empty): what the debug build checks before a scan."""
+    return (fy_hi <= fy_lo or fx_hi <= fx_lo) or (
+        y0 + fy_lo >= 0 and y0 + fy_hi <= h and x0 + fx_lo >= 0 and x0 + fx_hi <= w)
+
+
 # ---------------------------------------------------------------- one window
 # Each takes the window's offsets that lie inside the plane, fy in [fy_lo, fy_hi) and
 # fx in [fx_lo, fx_hi).  The plane loops call them with constant bounds (0, ph, 0, pw)
@@ -57,9 +66,21 @@ cdef inline Py_ssize_t window_argmax(const floating* x, Py_ssize_t w, Py_ssize_t
 
 
 # ---------------------------------------------------------------- one plane
+# Planes are raw pointers, which the debug build's bounds checks do not see; there
+# (ZERODL_CYTHON_DEBUG=1 defines ZERODL_DEBUG_CHECKS) zd_dcheck aborts with the place
+# when a window or row would leave its plane.  Release builds compile it away.
 
 cdef extern from *:
     """
+    #include <stdio.h>
+    #include <stdlib.h>
+    #ifdef ZERODL_DEBUG_CHECKS
+    #define zd_dcheck(ok) do { if (!(ok)) { fprintf(stderr,                              \
+            "zerodl: plane bounds check failed at %s:%d\\n", __FILE__, __LINE__);       \
+            abort(); } } while (0)
+    #else
+    #define zd_dcheck(ok) ((void)0)
+    #endif
     /* One output row of 2x2, stride-2, unpadded max pooling from input rows r0, r1:
        the first maximum in the order (0,0) (0,1) (1,0) (1,1), taken by pairs with
        selects the compiler turns into max/blend instructions, not branches (which
@@ -84,6 +105,7 @@ cdef extern from *:
     ZD_MAX_ROW_2X2(zd_max_row_2x2_f32, float)
     ZD_MAX_ROW_2X2(zd_max_row_2x2_f64, double)
     """
+    void zd_dcheck(bint ok) noexcept nogil
     bint zd_max_row_2x2_f32(const float* r0, const float* r1, float* out, Py_ssize_t* arg,
                             Py_ssize_t ow) noexcept nogil
     bint zd_max_row_2x2_f64(const double* r0, const double* r1, double* out,
@@ -110,6 +132,7 @@ cdef inline void max_plane(const floating* x, Py_ssize_t h, Py_ssize_t w, floati
     cdef bint fast = ph == 2 and pw == 2 and s == 2 and p == 0
     for oy in range(oh):
         # SimpleConvNet's pooling: every window lies inside the plane
+        zd_dcheck(not fast or (2 * oy + 1 < h and 2 * ow <= w))
         if fast and _max_row_2x2(x + 2 * oy * w, x + (2 * oy + 1) * w, out + oy * ow,
                                  arg + oy * ow, ow) == 0:
             continue
@@ -120,6 +143,7 @@ cdef inline void max_plane(const floating* x, Py_ssize_t h, Py_ssize_t w, floati
             x0 = ox * s - p
             fx_lo = window_lo(x0)
             fx_hi = window_hi(x0, w, pw)
+            zd_dcheck(window_inside(y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, h, w))
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
                 arg[oy * ow + ox] = window_argmax(x, w, y0, x0, 0, ph, 0, pw, pw, &best)
             else:

@@ -21,7 +21,7 @@ from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._conv_helpers cimport task_threads
 from zerodl._kernels._pool_helpers cimport (max_back_plane, max_plane, window_hi,
-                                           window_lo)
+                                           window_inside, window_lo, zd_dcheck)
 # The reference's own argument checks, so that both backends fail alike.
 from zerodl._kernels._reference import _pool_back_setup, _pool_setup
 
@@ -67,6 +67,7 @@ cdef inline void _avg_plane(const floating* x, Py_ssize_t h, Py_ssize_t w, float
             x0 = ox * s - p
             fx_lo = window_lo(x0)
             fx_hi = window_hi(x0, w, pw)
+            zd_dcheck(window_inside(y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, h, w))
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
                 acc = _window_sum(x, w, y0, x0, 0, ph, 0, pw)
             else:
@@ -88,6 +89,7 @@ cdef inline void _avg_back_plane(const floating* dout, Py_ssize_t oh, Py_ssize_t
             x0 = ox * s - p
             fx_lo = window_lo(x0)
             fx_hi = window_hi(x0, w, pw)
+            zd_dcheck(window_inside(y0, x0, fy_lo, fy_hi, fx_lo, fx_hi, h, w))
             # The reference divides in the array's dtype before scattering.
             g = dout[oy * ow + ox] / count
             if fy_lo == 0 and fy_hi == ph and fx_lo == 0 and fx_hi == pw:
