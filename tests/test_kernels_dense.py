@@ -906,13 +906,19 @@ assert (params[0] == 0.0).all(), "the update did not use the checked gradient"
 
 @pytest.mark.skipif(not cython_available(), reason="cython kernels not built")
 @pytest.mark.parametrize("case", list(_MUTATING_HYPER))
-def test_update_survives_lists_changed_by_the_checks(case):
+def test_update_survives_lists_changed_by_the_checks(case, tmp_path):
     """The arrays the lists held when the update was called are the ones updated, and
     kept alive until it is done, whatever the checks' Python does to the lists."""
+    import os
     import subprocess
     import sys
+
+    import zerodl
+    # the child imports the zerodl this process runs (installed or built in place), not
+    # a source tree that happens to be its working directory
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(zerodl.__file__)))
     run = subprocess.run([sys.executable, "-c", _MUTATING_HYPER[case]], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
 
 
