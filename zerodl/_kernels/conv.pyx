@@ -13,8 +13,10 @@ call BLAS, BLAS itself is held to one thread (see _blas.pxd): two thread pools o
 same cores (OpenMP's and OpenBLAS's, both spinning while they wait) slow each other down
 several-fold.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -24,6 +26,8 @@ from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
 from zerodl._kernels._util cimport relu_into
 from zerodl._kernels._pool_helpers cimport max_plane
+
+cnp.import_array()
 
 # ---------------------------------------------------------------- BLAS held to one thread
 
@@ -117,32 +121,29 @@ cdef inline void _fold_plane(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize
                 out[iy, ix] = plane[iy + p, ix + p]
 
 
-cdef inline void _pad_plane(const floating[:, ::1] src, floating[:, ::1] dst,
+cdef inline void _pad_plane(const floating* src, Py_ssize_t h, Py_ssize_t w, floating* dst,
                             Py_ssize_t p) noexcept nogil:
-    """dst = src with a border of p zeros."""
-    cdef Py_ssize_t h = src.shape[0], w = src.shape[1], iy, ix
-    for iy in range(dst.shape[0]):
-        if iy < p or iy >= h + p:
-            for ix in range(dst.shape[1]):
-                dst[iy, ix] = 0
-        else:
-            for ix in range(p):
-                dst[iy, ix] = 0
-            for ix in range(w):
-                dst[iy, p + ix] = src[iy - p, ix]
-            for ix in range(w + p, dst.shape[1]):
-                dst[iy, ix] = 0
+    """dst ((h + 2p) x (w + 2p)) = the (h, w) plane src with a border of p zeros.  Planes
+    are pointers: a typed-memoryview slice per plane (a struct copy and an atomic
+    reference count both threads hit) cost more than a small plane's copy."""
+    cdef Py_ssize_t wp = w + 2 * p, iy
+    memset(dst, 0, p * wp * sizeof(floating))
+    for iy in range(h):
+        memset(dst + (iy + p) * wp, 0, p * sizeof(floating))
+        memcpy(dst + (iy + p) * wp + p, src + iy * w, w * sizeof(floating))
+        memset(dst + (iy + p) * wp + p + w, 0, p * sizeof(floating))
+    memset(dst + (h + p) * wp, 0, p * wp * sizeof(floating))
 
 
 # ---------------------------------------------------------------- parallel loops
 
-cdef void _pad_run(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xp,
-                   Py_ssize_t p, int nt):
-    """xp = x with a border of p zeros around every plane; one task per plane."""
-    cdef Py_ssize_t nc = x.shape[1], t
-    with nogil:
-        for t in prange(x.shape[0] * nc, num_threads=nt, schedule="guided"):
-            _pad_plane(x[t // nc, t % nc], xp[t // nc, t % nc], p)
+cdef void _pad_run(const floating* x, floating* xp, Py_ssize_t planes, Py_ssize_t h,
+                   Py_ssize_t w, Py_ssize_t p, int nt) noexcept nogil:
+    """xp = x with a border of p zeros around every one of its (h, w) planes; one task
+    per plane."""
+    cdef Py_ssize_t t, ia = h * w, oa = (h + 2 * p) * (w + 2 * p)
+    for t in prange(planes, num_threads=nt, schedule="guided"):
+        _pad_plane(x + t * ia, h, w, xp + t * oa, p)
 
 
 cdef void _im2col_run(const floating[:, :, :, ::1] xp, floating[:, ::1] col,
@@ -436,13 +437,19 @@ cdef object _padded(x, Py_ssize_t p, int nt):
     memory, every patch is a plain copy and the hot loops carry no bounds logic."""
     if not p:
         return x
+    cdef Py_ssize_t n, c, h, w
     n, c, h, w = x.shape
     xp = _empty((n, c, h + 2 * p, w + 2 * p), x.dtype)
+    cdef cnp.ndarray src = np.ascontiguousarray(x), dst = xp
+    cdef void* sp = cnp.PyArray_DATA(src)
+    cdef void* dp = cnp.PyArray_DATA(dst)
+    cdef bint f32 = x.dtype == np.float32
     if xp.size:
-        if x.dtype == np.float32:
-            _pad_run[float](x, xp, p, nt)
-        else:
-            _pad_run[double](x, xp, p, nt)
+        with nogil:
+            if f32:
+                _pad_run[float](<float*> sp, <float*> dp, n * c, h, w, p, nt)
+            else:
+                _pad_run[double](<double*> sp, <double*> dp, n * c, h, w, p, nt)
     return xp
 
 
