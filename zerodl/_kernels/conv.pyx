@@ -25,7 +25,7 @@ from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
 from zerodl._kernels._util cimport relu_into
-from zerodl._kernels._pool_helpers cimport max_plane
+from zerodl._kernels._pool_helpers cimport max_plane, zd_dcheck
 
 cnp.import_array()
 
@@ -78,10 +78,10 @@ cdef inline void _patch_rows_k(const floating[:, :, ::1] img, floating[:, ::1] c
 
 
 cdef inline void _add_patches(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t k0,
-                              floating[:, ::1] plane, Py_ssize_t oh, Py_ssize_t ow,
+                              floating* plane, Py_ssize_t wp, Py_ssize_t oh, Py_ssize_t ow,
                               Py_ssize_t s, Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
     """plane[oy*s + fy, ox*s + fx] += col[r0 + oy*ow + ox, k0 + fy*fw + fx]: one channel's
-    patches summed into its (padded) plane."""
+    patches summed into its (padded) plane, rows of wp."""
     cdef Py_ssize_t oy, ox, fy, fx, r, iy, ix, k
     for oy in range(oh):
         for ox in range(ow):
@@ -91,34 +91,35 @@ cdef inline void _add_patches(const floating[:, ::1] col, Py_ssize_t r0, Py_ssiz
                 iy = oy * s + fy
                 k = k0 + fy * fw
                 for fx in range(fw):
-                    plane[iy, ix + fx] = plane[iy, ix + fx] + col[r, k + fx]
+                    plane[iy * wp + ix + fx] = plane[iy * wp + ix + fx] + col[r, k + fx]
 
 
 cdef inline void _fold_plane(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t c,
-                             floating[:, ::1] plane, floating[:, ::1] out,
+                             floating* plane, floating* out, Py_ssize_t h, Py_ssize_t w,
                              Py_ssize_t p, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t s,
                              Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
-    """out (H, W) = col2im of channel c of the image whose patch rows start at r0.
+    """out (h, w) = col2im of channel c of the image whose patch rows start at r0.
 
-    Sums go into ``plane`` (Hp, Wp), the padded plane (``out`` itself when p == 0), whose
-    interior is then copied out.
+    Sums go into ``plane`` (h + 2p, w + 2p), the padded plane (``out`` itself when
+    p == 0), whose interior is then copied out.  Planes are pointers: a typed-memoryview
+    slice per plane (a struct copy and an atomic reference count that both threads hit)
+    cost more than a small plane's work.
     """
-    cdef Py_ssize_t iy, ix, k0 = c * fh * fw
-    for iy in range(plane.shape[0]):
-        for ix in range(plane.shape[1]):
-            plane[iy, ix] = 0
+    cdef Py_ssize_t iy, k0 = c * fh * fw, wp = w + 2 * p
+    # the last patch ends inside the padded plane (checked in debug builds)
+    zd_dcheck(oh == 0 or ow == 0 or ((oh - 1) * s + fh <= h + 2 * p and (ow - 1) * s + fw <= wp))
+    memset(plane, 0, (h + 2 * p) * wp * sizeof(floating))
     if fh == 3 and fw == 3:
-        _add_patches(col, r0, k0, plane, oh, ow, s, 3, 3)
+        _add_patches(col, r0, k0, plane, wp, oh, ow, s, 3, 3)
     elif fh == 5 and fw == 5:
-        _add_patches(col, r0, k0, plane, oh, ow, s, 5, 5)
+        _add_patches(col, r0, k0, plane, wp, oh, ow, s, 5, 5)
     elif fh == 2 and fw == 2:
-        _add_patches(col, r0, k0, plane, oh, ow, s, 2, 2)
+        _add_patches(col, r0, k0, plane, wp, oh, ow, s, 2, 2)
     else:
-        _add_patches(col, r0, k0, plane, oh, ow, s, fh, fw)
+        _add_patches(col, r0, k0, plane, wp, oh, ow, s, fh, fw)
     if p:
-        for iy in range(out.shape[0]):
-            for ix in range(out.shape[1]):
-                out[iy, ix] = plane[iy + p, ix + p]
+        for iy in range(h):
+            memcpy(out + iy * w, plane + (iy + p) * wp + p, w * sizeof(floating))
 
 
 cdef inline void _pad_plane(const floating* src, Py_ssize_t h, Py_ssize_t w, floating* dst,
@@ -164,16 +165,14 @@ cdef void _col2im_run(const floating[:, ::1] col, floating[:, :, :, ::1] img,
     it owns.  scratch holds one padded plane per thread (unused when p == 0)."""
     cdef Py_ssize_t nc = img.shape[1], t, n
     cdef int tid
+    cdef floating* out
     with nogil:
         for t in prange(img.shape[0] * nc, num_threads=nt, schedule="guided"):
             n = t // nc
             tid = threadid()
-            if p:
-                _fold_plane(col, n * oh * ow, t % nc, scratch[tid], img[n, t % nc],
-                            p, oh, ow, s, fh, fw)
-            else:
-                _fold_plane(col, n * oh * ow, t % nc, img[n, t % nc], img[n, t % nc],
-                            p, oh, ow, s, fh, fw)
+            out = &img[n, t % nc, 0, 0]
+            _fold_plane(col, n * oh * ow, t % nc, &scratch[tid, 0, 0] if p else out, out,
+                        img.shape[2], img.shape[3], p, oh, ow, s, fh, fw)
 
 
 cdef inline void _image_forward(const floating[:, :, ::1] img, const floating[:, ::1] wmat,
@@ -237,12 +236,14 @@ cdef inline void _fold_image(const floating[:, ::1] dcol, floating[:, ::1] plane
                              Py_ssize_t ow) noexcept nogil:
     """dx (C, H, W) = col2im of one image's dcol (OH*OW, C*FH*FW); plane is the padded
     scratch plane (unused when p == 0, where the sums go straight into dx)."""
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, h = dx.shape[1], w = dx.shape[2]
+    cdef floating* out
+    if h == 0 or w == 0:
+        return
     for c in range(dx.shape[0]):
-        if p:
-            _fold_plane(dcol, 0, c, plane, dx[c], p, oh, ow, s, fh, fw)
-        else:
-            _fold_plane(dcol, 0, c, dx[c], dx[c], p, oh, ow, s, fh, fw)
+        out = &dx[c, 0, 0]
+        _fold_plane(dcol, 0, c, &plane[0, 0] if p else out, out, h, w, p, oh, ow, s, fh,
+                    fw)
 
 
 cdef inline void _relu_pool_plane(floating* plane, Py_ssize_t h, Py_ssize_t w,
