@@ -43,38 +43,43 @@ cdef int _threads_with_blas(Py_ssize_t work, Py_ssize_t tasks, int* held) except
 
 # ---------------------------------------------------------------- inner loops (nogil)
 
-cdef inline void _patch_rows(const floating[:, :, ::1] img, floating[:, ::1] col,
-                             Py_ssize_t r0, Py_ssize_t oy, Py_ssize_t ow, Py_ssize_t s,
-                             Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
-    """col rows r0 .. r0+ow-1 = the patches (oy, 0..ow-1) of one padded image (C, Hp, Wp)."""
-    cdef Py_ssize_t ox, c, fy, fx, k, iy, ix
+cdef inline void _patch_rows(const floating* img, Py_ssize_t nc, Py_ssize_t hp,
+                             Py_ssize_t wp, floating* col, Py_ssize_t kk, Py_ssize_t oy,
+                             Py_ssize_t ow, Py_ssize_t s, Py_ssize_t fh,
+                             Py_ssize_t fw) noexcept nogil:
+    """col's next ow rows (kk long each) = the patches (oy, 0..ow-1) of one padded image
+    (nc, hp, wp).  Pointers, not a typed-memoryview slice per task (see _fold_plane)."""
+    cdef Py_ssize_t ox, c, fy, fx, k
+    cdef const floating* src
+    cdef floating* row
     for ox in range(ow):
-        ix = ox * s
+        row = col + ox * kk
         k = 0
-        for c in range(img.shape[0]):
+        for c in range(nc):
             for fy in range(fh):
-                iy = oy * s + fy
+                src = img + (c * hp + oy * s + fy) * wp + ox * s
                 for fx in range(fw):
-                    col[r0 + ox, k + fx] = img[c, iy, ix + fx]
+                    row[k + fx] = src[fx]
                 k = k + fw
 
 
-cdef inline void _patch_rows_k(const floating[:, :, ::1] img, floating[:, ::1] col,
-                               Py_ssize_t r0, Py_ssize_t oy, Py_ssize_t ow, Py_ssize_t s,
-                               Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
+cdef inline void _patch_rows_k(const floating* img, Py_ssize_t nc, Py_ssize_t hp,
+                               Py_ssize_t wp, floating* col, Py_ssize_t kk, Py_ssize_t oy,
+                               Py_ssize_t ow, Py_ssize_t s, Py_ssize_t fh,
+                               Py_ssize_t fw) noexcept nogil:
     """_patch_rows with the common filter sizes as constants, for the compiler to unroll."""
     if fh == 3 and fw == 3:
-        _patch_rows(img, col, r0, oy, ow, s, 3, 3)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, 3, 3)
     elif fh == 5 and fw == 5:
-        _patch_rows(img, col, r0, oy, ow, s, 5, 5)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, 5, 5)
     elif fw == 2:
-        _patch_rows(img, col, r0, oy, ow, s, fh, 2)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, fh, 2)
     elif fw == 3:
-        _patch_rows(img, col, r0, oy, ow, s, fh, 3)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, fh, 3)
     elif fw == 5:
-        _patch_rows(img, col, r0, oy, ow, s, fh, 5)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, fh, 5)
     else:
-        _patch_rows(img, col, r0, oy, ow, s, fh, fw)
+        _patch_rows(img, nc, hp, wp, col, kk, oy, ow, s, fh, fw)
 
 
 cdef inline void _add_patches(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t k0,
@@ -152,10 +157,12 @@ cdef void _im2col_run(const floating[:, :, :, ::1] xp, floating[:, ::1] col,
                       Py_ssize_t oh, Py_ssize_t ow, int nt):
     """col[(n, oy, ox), (c, fy, fx)] = xp[n, c, oy*s + fy, ox*s + fx] (xp already padded);
     one task per row of patches (n, oy), balanced even for a batch of one."""
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, nc = xp.shape[1], hp = xp.shape[2], wp = xp.shape[3]
+    cdef Py_ssize_t kk = col.shape[1]
     with nogil:
         for t in prange(xp.shape[0] * oh, num_threads=nt, schedule="guided"):
-            _patch_rows_k(xp[t // oh], col, t * ow, t % oh, ow, s, fh, fw)
+            _patch_rows_k(&xp[t // oh, 0, 0, 0], nc, hp, wp, &col[t * ow, 0], kk, t % oh, ow,
+                          s, fh, fw)
 
 
 cdef void _col2im_run(const floating[:, ::1] col, floating[:, :, :, ::1] img,
@@ -182,8 +189,10 @@ cdef inline void _image_forward(const floating[:, :, ::1] img, const floating[:,
     """One image: col rows r0 .. r0+OH*OW-1 = its patches, then out (FN, OH*OW) =
     b + wmat @ those rows.T by one GEMM, written straight in the output layout."""
     cdef Py_ssize_t oy, f, q, npix = oh * ow, fn = wmat.shape[0], k = wmat.shape[1]
-    for oy in range(oh):
-        _patch_rows_k(img, col, r0 + oy * ow, oy, ow, s, fh, fw)
+    if k:       # (no columns: no patches, and no element to take the address of)
+        for oy in range(oh):
+            _patch_rows_k(&img[0, 0, 0], img.shape[0], img.shape[1], img.shape[2],
+                          &col[r0 + oy * ow, 0], k, oy, ow, s, fh, fw)
     for f in range(fn):
         for q in range(npix):
             out[f, q] = b[f]
