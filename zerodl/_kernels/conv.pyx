@@ -87,16 +87,17 @@ cdef inline void _add_patches(const floating[:, ::1] col, Py_ssize_t r0, Py_ssiz
                               Py_ssize_t s, Py_ssize_t fh, Py_ssize_t fw) noexcept nogil:
     """plane[oy*s + fy, ox*s + fx] += col[r0 + oy*ow + ox, k0 + fy*fw + fx]: one channel's
     patches summed into its (padded) plane, rows of wp."""
-    cdef Py_ssize_t oy, ox, fy, fx, r, iy, ix, k
+    cdef Py_ssize_t oy, ox, fy, fx, r
+    cdef const floating* crow
+    cdef floating* prow
     for oy in range(oh):
         for ox in range(ow):
             r = r0 + oy * ow + ox
-            ix = ox * s
             for fy in range(fh):
-                iy = oy * s + fy
-                k = k0 + fy * fw
+                crow = &col[r, k0 + fy * fw]
+                prow = plane + (oy * s + fy) * wp + ox * s
                 for fx in range(fw):
-                    plane[iy * wp + ix + fx] = plane[iy * wp + ix + fx] + col[r, k + fx]
+                    prow[fx] = prow[fx] + crow[fx]
 
 
 cdef inline void _fold_plane(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize_t c,
