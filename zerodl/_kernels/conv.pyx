@@ -452,9 +452,15 @@ cdef object _padded(x, Py_ssize_t p, int nt):
     n, c, h, w = x.shape
     xp = _empty((n, c, h + 2 * p, w + 2 * p), x.dtype)
     cdef cnp.ndarray src = np.ascontiguousarray(x), dst = xp
+    # the pointers below read bytes as floats: only native float32/float64 may reach them
+    # (every caller's checks ensure it; this keeps _padded safe on its own)
+    cdef int tn = cnp.PyArray_TYPE(src)
+    if (not cnp.PyArray_ISNOTSWAPPED(src) or tn not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
+            or cnp.PyArray_TYPE(dst) != tn):
+        raise TypeError(f"x must have dtype float32 or float64, got {x.dtype}")
     cdef void* sp = cnp.PyArray_DATA(src)
     cdef void* dp = cnp.PyArray_DATA(dst)
-    cdef bint f32 = x.dtype == np.float32
+    cdef bint f32 = tn == cnp.NPY_FLOAT
     if xp.size:
         with nogil:
             if f32:
