@@ -1,5 +1,6 @@
 # Array plumbing shared by the wrappers that take their buffers' addresses straight from
-# the arrays (the elementwise kernels, softmax-CE, the 2-D batch norms, affine): inputs
+# the arrays (the elementwise kernels, softmax-CE, the 2-D batch norms, affine, the
+# optimizers' lists, convolution's padding): inputs
 # checked for dtype and made C-contiguous, outputs from new_array.  At 100x100 a typed
 # memoryview's set-up cost as much as the loop.  A module that cimports this calls
 # cnp.import_array() itself.

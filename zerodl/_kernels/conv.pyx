@@ -24,6 +24,7 @@ from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport blas_hold_single, blas_release, gemm_rm
 from zerodl._kernels._conv_helpers cimport task_threads
+from zerodl._kernels._ndarray cimport is_float_array
 from zerodl._kernels._util cimport relu_into
 from zerodl._kernels._pool_helpers cimport max_plane, zd_dcheck
 
@@ -130,9 +131,8 @@ cdef inline void _fold_plane(const floating[:, ::1] col, Py_ssize_t r0, Py_ssize
 
 cdef inline void _pad_plane(const floating* src, Py_ssize_t h, Py_ssize_t w, floating* dst,
                             Py_ssize_t p) noexcept nogil:
-    """dst ((h + 2p) x (w + 2p)) = the (h, w) plane src with a border of p zeros.  Planes
-    are pointers: a typed-memoryview slice per plane (a struct copy and an atomic
-    reference count both threads hit) cost more than a small plane's copy."""
+    """dst ((h + 2p) x (w + 2p)) = the (h, w) plane src with a border of p zeros (planes
+    as pointers: see _fold_plane)."""
     cdef Py_ssize_t wp = w + 2 * p, iy
     memset(dst, 0, p * wp * sizeof(floating))
     for iy in range(h):
@@ -454,13 +454,11 @@ cdef object _padded(x, Py_ssize_t p, int nt):
     cdef cnp.ndarray src = np.ascontiguousarray(x), dst = xp
     # the pointers below read bytes as floats: only native float32/float64 may reach them
     # (every caller's checks ensure it; this keeps _padded safe on its own)
-    cdef int tn = cnp.PyArray_TYPE(src)
-    if (not cnp.PyArray_ISNOTSWAPPED(src) or tn not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
-            or cnp.PyArray_TYPE(dst) != tn):
+    if not is_float_array(src) or cnp.PyArray_TYPE(dst) != cnp.PyArray_TYPE(src):
         raise TypeError(f"x must have dtype float32 or float64, got {x.dtype}")
     cdef void* sp = cnp.PyArray_DATA(src)
     cdef void* dp = cnp.PyArray_DATA(dst)
-    cdef bint f32 = tn == cnp.NPY_FLOAT
+    cdef bint f32 = cnp.PyArray_TYPE(src) == cnp.NPY_FLOAT
     if xp.size:
         with nogil:
             if f32:
