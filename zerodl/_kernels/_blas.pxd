@@ -182,7 +182,6 @@ cdef inline void gemm_rm_parallel(bint trans_a, bint trans_b, Py_ssize_t m, Py_s
     blas_release(held)
 
 
-
 cdef inline void gemm_rm_pair(bint ta1, bint tb1, Py_ssize_t m1, Py_ssize_t n1,
                               Py_ssize_t k1, const floating* a1, Py_ssize_t lda1,
                               const floating* b1, Py_ssize_t ldb1, floating* c1,
@@ -195,22 +194,18 @@ cdef inline void gemm_rm_pair(bint ta1, bint tb1, Py_ssize_t m1, Py_ssize_t n1,
     do equal work (N*D*M multiply-adds each), so neither half waits for the other, and at
     the book's sizes a whole product per thread runs faster than two split ones in turn
     (one fork and join, and BLAS gets the full shape).  Falls back to gemm_rm_parallel
-    twice when either product is empty, the pair is too small to split or the thread
-    count is odd (halves would be unequal)."""
+    twice when either product is empty, the pair is too small to split, the thread count
+    is odd (halves would be unequal) or BLAS's threads cannot be held to one (then
+    gemm_rm_parallel runs each product on one thread)."""
     cdef int held, nt, p1, p2, i
     cdef Py_ssize_t work = m1 * n1 * k1 + m2 * n2 * k2
     nt = gemm_threads(work, 1, 1, max_threads)
-    if (nt < 2 or nt % 2 or m1 == 0 or n1 == 0 or k1 == 0 or m2 == 0 or n2 == 0 or k2 == 0):
+    if (nt < 2 or nt % 2 or m1 == 0 or n1 == 0 or k1 == 0 or m2 == 0 or n2 == 0 or k2 == 0
+            or not blas_controllable()):
         gemm_rm_parallel(ta1, tb1, m1, n1, k1, a1, lda1, b1, ldb1, 0, c1, ldc1, max_threads)
         gemm_rm_parallel(ta2, tb2, m2, n2, k2, a2, lda2, b2, ldb2, 0, c2, ldc2, max_threads)
         return
-    held = blas_hold_single()
-    if held < 0:
-        gemm_rm(ta1, tb1, <int> m1, <int> n1, <int> k1, <floating> 1, a1, <int> lda1, b1,
-                <int> ldb1, 0, c1, <int> ldc1)
-        gemm_rm(ta2, tb2, <int> m2, <int> n2, <int> k2, <floating> 1, a2, <int> lda2, b2,
-                <int> ldb2, 0, c2, <int> ldc2)
-        return
+    held = blas_hold_single()       # >= 0: controllable, as just checked
     p1 = gemm_parts(<int> m1, <int> n1, nt // 2)
     p2 = gemm_parts(<int> m2, <int> n2, nt // 2)
     for i in prange(p1 + p2, num_threads=p1 + p2, schedule="static", chunksize=1):
