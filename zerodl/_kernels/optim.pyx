@@ -407,7 +407,6 @@ cdef _Table _direct(params, grads, tuple states):
         return None
     tn = cnp.PyArray_TYPE(<cnp.ndarray>params[0])
     cdef _Table table = _Table(k, tn == cnp.NPY_FLOAT)
-    s1 = s2 = None
     for i in range(k):
         if not is_array_of(params[i], tn):
             return None
@@ -514,6 +513,15 @@ cdef bint _lists_ok(params, grads, tuple states, dict names) except -1:
     return False
 
 
+cdef tuple _prepare(params, grads, tuple states, tuple names):
+    """The start of every update: its lists taken once (_snapshot) and checked
+    (_lists_ok).  Returns (params, grads, states, names as keyword arguments for the
+    checks, whether _direct recognised them)."""
+    params, grads, states = _snapshot(params, grads, states)
+    cdef dict kw = dict(zip(names, states))
+    return params, grads, states, kw, _lists_ok(params, grads, states, kw)
+
+
 cdef object _update(Kind kind, params, grads, tuple states, bint direct_ok, dict names,
                     zd_hyper hy):
     """Run the update, after every check (and so after any Python code a hyperparameter
@@ -530,9 +538,7 @@ cdef object _update(Kind kind, params, grads, tuple states, bint direct_ok, dict
 
 def sgd_update(params, grads, lr):
     """p -= lr * g."""
-    params, grads, states = _snapshot(params, grads, ())
-    cdef dict names = {}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (), ())
     lr = chk.real("lr", lr)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=0, decay=0, shrink=1)
     _update(SGD, params, grads, states, ok, names, hy)
@@ -540,9 +546,7 @@ def sgd_update(params, grads, lr):
 
 def momentum_update(params, grads, velocities, lr, momentum):
     """v = momentum*v - lr*g; p += v."""
-    params, grads, states = _snapshot(params, grads, (velocities,))
-    cdef dict names = {"velocities": states[0]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (velocities,), ("velocities",))
     lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum, c2=0, eps=0, decay=0, shrink=1)
     _update(MOMENTUM, params, grads, states, ok, names, hy)
@@ -550,9 +554,7 @@ def momentum_update(params, grads, velocities, lr, momentum):
 
 def nesterov_update(params, grads, velocities, lr, momentum):
     """p += momentum^2*v - (1+momentum)*lr*g (old v); then v = momentum*v - lr*g."""
-    params, grads, states = _snapshot(params, grads, (velocities,))
-    cdef dict names = {"velocities": states[0]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (velocities,), ("velocities",))
     lr, momentum = chk.real("lr", lr), chk.real("momentum", momentum)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=momentum * momentum, c2=(1 + momentum) * lr, eps=0,
                                 decay=momentum, shrink=1)
@@ -561,9 +563,7 @@ def nesterov_update(params, grads, velocities, lr, momentum):
 
 def adagrad_update(params, grads, hs, lr, eps=1e-7):
     """h += g*g; p -= lr*g / (sqrt(h) + eps)."""
-    params, grads, states = _snapshot(params, grads, (hs,))
-    cdef dict names = {"hs": states[0]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (hs,), ("hs",))
     lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=0, c2=0, eps=eps, decay=0, shrink=1)
     _update(ADAGRAD, params, grads, states, ok, names, hy)
@@ -571,9 +571,7 @@ def adagrad_update(params, grads, hs, lr, eps=1e-7):
 
 def rmsprop_update(params, grads, hs, lr, decay_rate=0.99, eps=1e-7):
     """h = decay*h + (1-decay)*g*g; p -= lr*g / (sqrt(h) + eps)."""
-    params, grads, states = _snapshot(params, grads, (hs,))
-    cdef dict names = {"hs": states[0]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (hs,), ("hs",))
     lr, eps = chk.real("lr", lr), chk.real("eps", eps, 0.0)
     decay_rate = chk.real("decay_rate", decay_rate, 0.0, 1.0)
     cdef zd_hyper hy = zd_hyper(lr=lr, c1=1 - decay_rate, c2=0, eps=eps, decay=decay_rate,
@@ -591,9 +589,7 @@ cdef zd_hyper _adam_hyper(double lr, double beta1, double beta2, step, double ep
 def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
     """The book's Adam at 1-based step t: lr_t = lr*sqrt(1-beta2^t)/(1-beta1^t);
     m += (1-beta1)(g-m); v += (1-beta2)(g^2-v); p -= lr_t*m/(sqrt(v)+eps)."""
-    params, grads, states = _snapshot(params, grads, (ms, vs))
-    cdef dict names = {"ms": states[0], "vs": states[1]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (ms, vs), ("ms", "vs"))
     lr, beta1, beta2, step, eps = chk.adam_hyper(lr, beta1, beta2, step, eps)
     _update(ADAM, params, grads, states, ok, names,
             _adam_hyper(lr, beta1, beta2, step, eps, 1.0))
@@ -601,9 +597,7 @@ def adam_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7):
 
 def adamw_update(params, grads, ms, vs, lr, beta1, beta2, step, eps=1e-7, weight_decay=0.01):
     """Adam with decoupled weight decay: p -= lr*weight_decay*p, then the Adam step."""
-    params, grads, states = _snapshot(params, grads, (ms, vs))
-    cdef dict names = {"ms": states[0], "vs": states[1]}
-    cdef bint ok = _lists_ok(params, grads, states, names)
+    params, grads, states, names, ok = _prepare(params, grads, (ms, vs), ("ms", "vs"))
     lr, beta1, beta2, step, eps = chk.adam_hyper(lr, beta1, beta2, step, eps)
     wd = chk.real("weight_decay", weight_decay, 0.0)
     shrink = 1.0 - lr * wd
