@@ -31,6 +31,14 @@ cdef inline cnp.ndarray new_array(int ndim, cnp.npy_intp* dims, int typenum):
                  np.float32 if typenum == cnp.NPY_FLOAT else np.float64)
 
 
+cdef inline cnp.ndarray new_matrix(Py_ssize_t rows, Py_ssize_t cols, int typenum):
+    """new_array of shape (rows, cols)."""
+    cdef cnp.npy_intp dims[2]
+    dims[0] = rows
+    dims[1] = cols
+    return new_array(2, dims, typenum)
+
+
 cdef inline cnp.ndarray empty_like(cnp.ndarray a, int typenum=-1):
     """A new C-ordered array of a's shape, in a's dtype or the given one."""
     return new_array(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),

@@ -17,7 +17,7 @@ from libc.string cimport memcpy, memset
 from zerodl._kernels import _checks as chk
 from zerodl._config import get_num_threads
 from zerodl._kernels._blas cimport blas_controllable, gemm_rm_pair, gemm_rm_parallel
-from zerodl._kernels._ndarray cimport new_array
+from zerodl._kernels._ndarray cimport new_matrix
 from zerodl._kernels._util cimport zd_sum_f32, zd_sum_f64
 
 cnp.import_array()
@@ -44,13 +44,6 @@ cdef object _operand(cnp.ndarray a, Operand* op):
     op.rows = a.shape[0]
     op.cols = a.shape[1]
     return a
-
-
-cdef inline cnp.ndarray _matrix(Py_ssize_t rows, Py_ssize_t cols, int typenum):
-    cdef cnp.npy_intp dims[2]
-    dims[0] = rows
-    dims[1] = cols
-    return new_array(2, dims, typenum)
 
 
 cdef inline int _ld(const Operand* op) noexcept nogil:
@@ -132,7 +125,7 @@ def affine_forward(x, W, b):
     chk.affine_forward_args(x, W, b)
     cdef Operand xo, Wo
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], m = W.shape[1]
-    cdef cnp.ndarray out = _matrix(n, m, cnp.PyArray_TYPE(<cnp.ndarray>x))
+    cdef cnp.ndarray out = new_matrix(n, m, cnp.PyArray_TYPE(<cnp.ndarray>x))
     keep = (_operand(x, &xo), _operand(W, &Wo))
     cdef cnp.ndarray bc = np.ascontiguousarray(b)
     cdef int nt = get_num_threads()
@@ -154,9 +147,9 @@ def affine_backward(dout, x, W, need_dx=True):
     dtype = x.dtype
     cdef bint want_dx = bool(need_dx)
     cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>x)
-    cdef cnp.ndarray dx = _matrix(n if want_dx else 0, d, tn)
+    cdef cnp.ndarray dx = new_matrix(n if want_dx else 0, d, tn)
     cdef void* dx_data = cnp.PyArray_DATA(dx) if want_dx else NULL
-    cdef cnp.ndarray dW = _matrix(d, m, tn)
+    cdef cnp.ndarray dW = new_matrix(d, m, tn)
     cdef cnp.ndarray db = np.empty(m, dtype=dtype)
     cdef cnp.ndarray acc = np.empty(m, dtype=np.float64)
     keep = (_operand(dout, &do), _operand(x, &xo), _operand(W, &Wo))

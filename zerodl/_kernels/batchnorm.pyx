@@ -28,8 +28,8 @@ from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport gemm_rm_pair, gemm_rm_parallel
-from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array, new_array,
-                                      same_shape)
+from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array,
+                                      new_matrix, same_shape)
 from zerodl._kernels._util cimport (
     part_start, relu_into, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
     zd_colcombine_f64, zd_colnorm_f32, zd_colnorm_f64, zd_colsums_dot_f32,
@@ -104,13 +104,6 @@ cdef inline bint _params_ok(int tn, Py_ssize_t d, gamma, beta, running_mean, run
             and _vector(running_mean, tn, d) and _vector(running_var, tn, d)
             and (not updated or (cnp.PyArray_ISWRITEABLE(<cnp.ndarray>running_mean)
                                  and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>running_var))))
-
-
-cdef inline cnp.ndarray _matrix_out(Py_ssize_t n, Py_ssize_t d, int typenum):
-    cdef cnp.npy_intp dims[2]
-    dims[0] = n
-    dims[1] = d
-    return new_array(2, dims, typenum)
 
 
 cdef inline cnp.ndarray _vector_out(Py_ssize_t d, int typenum):
@@ -262,8 +255,8 @@ cdef class _TrainOutputs:
         self.nt = work_threads(n * d, MIN_WORK)
         if self.nt > n:
             self.nt = <int>n
-        self.out = _matrix_out(n, d, typenum)
-        self.xhat = _matrix_out(n, d, typenum)
+        self.out = new_matrix(n, d, typenum)
+        self.xhat = new_matrix(n, d, typenum)
         self.inv_std = _vector_out(d, typenum)
         self.work = _Scratch((2 * self.nt + 4) * d)
 
@@ -399,7 +392,7 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6)
     cdef cnp.ndarray bc = contiguous(beta)
     cdef cnp.ndarray mc = contiguous(running_mean)
     cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), d = cnp.PyArray_DIM(xc, 1)
-    cdef cnp.ndarray out = _matrix_out(n, d, cnp.PyArray_TYPE(xc))
+    cdef cnp.ndarray out = new_matrix(n, d, cnp.PyArray_TYPE(xc))
     cdef _Scratch ss = _infer_scale(contiguous(gamma), bc, running_mean, running_var, eps)
     cdef int nt = work_threads(n * d, MIN_WORK)
     if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
@@ -509,7 +502,7 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
     cdef cnp.ndarray gc = contiguous(gamma), ic = contiguous(inv_std)
     cdef Py_ssize_t n = cnp.PyArray_DIM(dc, 0), d = cnp.PyArray_DIM(dc, 1)
     cdef int tn = cnp.PyArray_TYPE(dc)
-    cdef cnp.ndarray dx = _matrix_out(n, d, tn)
+    cdef cnp.ndarray dx = new_matrix(n, d, tn)
     cdef cnp.ndarray dgamma = _vector_out(d, tn), dbeta = _vector_out(d, tn)
     cdef int nt = _backward_threads(n, d)
     cdef _Scratch work = _Scratch((2 * nt + 3) * d)
@@ -566,7 +559,7 @@ def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, mome
     cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), d = cnp.PyArray_DIM(xc, 1)
     cdef Py_ssize_t m = cnp.PyArray_DIM(Wc, 1)
     cdef int tn = cnp.PyArray_TYPE(xc)
-    cdef cnp.ndarray a = _matrix_out(n, m, tn)
+    cdef cnp.ndarray a = new_matrix(n, m, tn)
     cdef int gemm_nt = get_num_threads()
     if tn == cnp.NPY_FLOAT:
         _affine_into[float](<float*>_data(xc), <float*>_data(Wc), <float*>_data(bc), n, d, m,
@@ -646,14 +639,14 @@ def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True)
     cdef Py_ssize_t d = cnp.PyArray_DIM(xc, 1)
     cdef int tn = cnp.PyArray_TYPE(dc)
     cdef bint want_dx = bool(need_dx)
-    cdef cnp.ndarray dx = _matrix_out(n if want_dx else 0, d, tn)
-    cdef cnp.ndarray dW = _matrix_out(d, m, tn)
+    cdef cnp.ndarray dx = new_matrix(n if want_dx else 0, d, tn)
+    cdef cnp.ndarray dW = new_matrix(d, m, tn)
     cdef cnp.ndarray db = _vector_out(m, tn), dgamma = _vector_out(m, tn)
     cdef cnp.ndarray dbeta = _vector_out(m, tn)
     cdef int nt = _backward_threads(n, m)
     cdef _Scratch work = _Scratch((2 * nt + 3) * m)
     # the ReLU's and the batch norm's input gradients, dr and da: (2n, m) of scratch
-    cdef cnp.ndarray grads = _matrix_out(2 * n, m, tn)
+    cdef cnp.ndarray grads = new_matrix(2 * n, m, tn)
     if tn == cnp.NPY_FLOAT:
         _abr_backward[float](<float*>_data(dc), <float*>_data(oc), <float*>_data(hc),
                              <float*>_data(gc), <float*>_data(ic), <float*>_data(xc),
