@@ -45,6 +45,11 @@ cdef inline cnp.ndarray empty_like(cnp.ndarray a, int typenum=-1):
                      cnp.PyArray_TYPE(a) if typenum < 0 else typenum)
 
 
+cdef inline void* data_of(a):
+    """The address of the ndarray a's first element (a must be an ndarray)."""
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 cdef inline bint same_shape(cnp.ndarray a, cnp.ndarray b):
     cdef int k
     if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):

@@ -28,7 +28,7 @@ from zerodl._config import get_num_threads
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._blas cimport gemm_rm_pair, gemm_rm_parallel
-from zerodl._kernels._ndarray cimport (contiguous, is_array_of, is_float_array,
+from zerodl._kernels._ndarray cimport (contiguous, data_of, is_array_of, is_float_array,
                                       new_matrix, same_shape)
 from zerodl._kernels._util cimport (
     part_start, relu_into, work_threads, zd_colaffine_f32, zd_colaffine_f64, zd_colcombine_f32,
@@ -112,10 +112,6 @@ cdef inline cnp.ndarray _vector_out(Py_ssize_t d, int typenum):
     return cnp.PyArray_EMPTY(1, dims, typenum, 0)
 
 
-cdef inline void* _data(cnp.ndarray a):
-    return cnp.PyArray_DATA(a)
-
-
 # ---------------------------------------------------------------- shared per-feature math
 
 cdef void _finish_stats(double s1, double s2, double count, double shift, double eps,
@@ -158,10 +154,10 @@ cdef void _update_running_arrays(cnp.ndarray running_mean, cnp.ndarray running_v
     cdef Py_ssize_t sm = cnp.PyArray_STRIDE(running_mean, 0)
     cdef Py_ssize_t sv = cnp.PyArray_STRIDE(running_var, 0)
     if cnp.PyArray_TYPE(running_mean) == cnp.NPY_FLOAT:
-        _update_running[float](<float*>_data(running_mean), sm, <float*>_data(running_var),
+        _update_running[float](<float*>data_of(running_mean), sm, <float*>data_of(running_var),
                                sv, d, mean, var, momentum)
     else:
-        _update_running[double](<double*>_data(running_mean), sm, <double*>_data(running_var),
+        _update_running[double](<double*>data_of(running_mean), sm, <double*>data_of(running_var),
                                 sv, d, mean, var, momentum)
 
 
@@ -264,14 +260,14 @@ cdef class _TrainOutputs:
         """_bn_train of x (n, d) and contiguous gamma, beta into these outputs."""
         cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
         if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-            _bn_train[float](<float*>_data(x), n, d, <float*>_data(gamma),
-                             <float*>_data(beta), <float*>_data(self.out),
-                             <float*>_data(self.xhat), <float*>_data(self.inv_std), eps,
+            _bn_train[float](<float*>data_of(x), n, d, <float*>data_of(gamma),
+                             <float*>data_of(beta), <float*>data_of(self.out),
+                             <float*>data_of(self.xhat), <float*>data_of(self.inv_std), eps,
                              self.work.ptr, self.nt)
         else:
-            _bn_train[double](<double*>_data(x), n, d, <double*>_data(gamma),
-                              <double*>_data(beta), <double*>_data(self.out),
-                              <double*>_data(self.xhat), <double*>_data(self.inv_std), eps,
+            _bn_train[double](<double*>data_of(x), n, d, <double*>data_of(gamma),
+                              <double*>data_of(beta), <double*>data_of(self.out),
+                              <double*>data_of(self.xhat), <double*>data_of(self.inv_std), eps,
                               self.work.ptr, self.nt)
 
     cdef tuple finish(self, running_mean, running_var, double momentum):
@@ -333,12 +329,12 @@ cdef _Scratch _infer_scale(cnp.ndarray gamma, cnp.ndarray beta, cnp.ndarray runn
     cdef Py_ssize_t sv = cnp.PyArray_STRIDE(running_var, 0)
     cdef _Scratch work = _Scratch(2 * d)
     if cnp.PyArray_TYPE(gamma) == cnp.NPY_FLOAT:
-        _bn_infer_scale[float](<float*>_data(gamma), <float*>_data(beta),
-                               <float*>_data(running_mean), sm, <float*>_data(running_var),
+        _bn_infer_scale[float](<float*>data_of(gamma), <float*>data_of(beta),
+                               <float*>data_of(running_mean), sm, <float*>data_of(running_var),
                                sv, d, eps, <float*>work.ptr, <float*>(work.ptr + d))
     else:
-        _bn_infer_scale[double](<double*>_data(gamma), <double*>_data(beta),
-                                <double*>_data(running_mean), sm, <double*>_data(running_var),
+        _bn_infer_scale[double](<double*>data_of(gamma), <double*>data_of(beta),
+                                <double*>data_of(running_mean), sm, <double*>data_of(running_var),
                                 sv, d, eps, work.ptr, work.ptr + d)
     return work
 
@@ -396,11 +392,11 @@ def batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps=1e-6)
     cdef _Scratch ss = _infer_scale(contiguous(gamma), bc, running_mean, running_var, eps)
     cdef int nt = work_threads(n * d, MIN_WORK)
     if cnp.PyArray_TYPE(xc) == cnp.NPY_FLOAT:
-        _bn_infer[float](<float*>_data(xc), n, d, <float*>_data(mc), <float*>ss.ptr,
-                         <float*>_data(bc), <float*>_data(out), nt)
+        _bn_infer[float](<float*>data_of(xc), n, d, <float*>data_of(mc), <float*>ss.ptr,
+                         <float*>data_of(bc), <float*>data_of(out), nt)
     else:
-        _bn_infer[double](<double*>_data(xc), n, d, <double*>_data(mc), ss.ptr,
-                          <double*>_data(bc), <double*>_data(out), nt)
+        _bn_infer[double](<double*>data_of(xc), n, d, <double*>data_of(mc), ss.ptr,
+                          <double*>data_of(bc), <double*>data_of(out), nt)
     return out
 
 
@@ -507,13 +503,13 @@ def batchnorm_backward(dout, xhat, gamma, inv_std):
     cdef int nt = _backward_threads(n, d)
     cdef _Scratch work = _Scratch((2 * nt + 3) * d)
     if tn == cnp.NPY_FLOAT:
-        _bn_backward[float](<float*>_data(dc), <float*>_data(hc), n, d, <float*>_data(gc),
-                            <float*>_data(ic), <float*>_data(dx), <float*>_data(dgamma),
-                            <float*>_data(dbeta), work.ptr, nt)
+        _bn_backward[float](<float*>data_of(dc), <float*>data_of(hc), n, d, <float*>data_of(gc),
+                            <float*>data_of(ic), <float*>data_of(dx), <float*>data_of(dgamma),
+                            <float*>data_of(dbeta), work.ptr, nt)
     else:
-        _bn_backward[double](<double*>_data(dc), <double*>_data(hc), n, d, <double*>_data(gc),
-                             <double*>_data(ic), <double*>_data(dx), <double*>_data(dgamma),
-                             <double*>_data(dbeta), work.ptr, nt)
+        _bn_backward[double](<double*>data_of(dc), <double*>data_of(hc), n, d,
+                             <double*>data_of(gc), <double*>data_of(ic), <double*>data_of(dx),
+                             <double*>data_of(dgamma), <double*>data_of(dbeta), work.ptr, nt)
     return dx, dgamma, dbeta
 
 
@@ -562,17 +558,17 @@ def affine_bn_relu_forward(x, W, b, gamma, beta, running_mean, running_var, mome
     cdef cnp.ndarray a = new_matrix(n, m, tn)
     cdef int gemm_nt = get_num_threads()
     if tn == cnp.NPY_FLOAT:
-        _affine_into[float](<float*>_data(xc), <float*>_data(Wc), <float*>_data(bc), n, d, m,
-                            <float*>_data(a), gemm_nt)
+        _affine_into[float](<float*>data_of(xc), <float*>data_of(Wc), <float*>data_of(bc), n, d, m,
+                            <float*>data_of(a), gemm_nt)
     else:
-        _affine_into[double](<double*>_data(xc), <double*>_data(Wc), <double*>_data(bc), n, d,
-                             m, <double*>_data(a), gemm_nt)
+        _affine_into[double](<double*>data_of(xc), <double*>data_of(Wc), <double*>data_of(bc),
+                             n, d, m, <double*>data_of(a), gemm_nt)
     cdef _TrainOutputs res = _TrainOutputs(n, m, tn)
     res.run(a, contiguous(gamma), contiguous(beta), eps)
     if tn == cnp.NPY_FLOAT:
-        relu_into(<float*>_data(res.out), <float*>_data(res.out), n * m)
+        relu_into(<float*>data_of(res.out), <float*>data_of(res.out), n * m)
     else:
-        relu_into(<double*>_data(res.out), <double*>_data(res.out), n * m)
+        relu_into(<double*>data_of(res.out), <double*>data_of(res.out), n * m)
     return res.finish(running_mean, running_var, momentum)
 
 
@@ -648,18 +644,18 @@ def affine_bn_relu_backward(dout, out, xhat, gamma, inv_std, x, W, need_dx=True)
     # the ReLU's and the batch norm's input gradients, dr and da: (2n, m) of scratch
     cdef cnp.ndarray grads = new_matrix(2 * n, m, tn)
     if tn == cnp.NPY_FLOAT:
-        _abr_backward[float](<float*>_data(dc), <float*>_data(oc), <float*>_data(hc),
-                             <float*>_data(gc), <float*>_data(ic), <float*>_data(xc),
-                             <float*>_data(Wc), n, m, d, <float*>_data(dx), want_dx,
-                             <float*>_data(dW), <float*>_data(db), <float*>_data(dgamma),
-                             <float*>_data(dbeta), <float*>_data(grads), work.ptr, nt,
+        _abr_backward[float](<float*>data_of(dc), <float*>data_of(oc), <float*>data_of(hc),
+                             <float*>data_of(gc), <float*>data_of(ic), <float*>data_of(xc),
+                             <float*>data_of(Wc), n, m, d, <float*>data_of(dx), want_dx,
+                             <float*>data_of(dW), <float*>data_of(db), <float*>data_of(dgamma),
+                             <float*>data_of(dbeta), <float*>data_of(grads), work.ptr, nt,
                              get_num_threads())
     else:
-        _abr_backward[double](<double*>_data(dc), <double*>_data(oc), <double*>_data(hc),
-                              <double*>_data(gc), <double*>_data(ic), <double*>_data(xc),
-                              <double*>_data(Wc), n, m, d, <double*>_data(dx), want_dx,
-                              <double*>_data(dW), <double*>_data(db), <double*>_data(dgamma),
-                              <double*>_data(dbeta), <double*>_data(grads), work.ptr, nt,
+        _abr_backward[double](<double*>data_of(dc), <double*>data_of(oc), <double*>data_of(hc),
+                              <double*>data_of(gc), <double*>data_of(ic), <double*>data_of(xc),
+                              <double*>data_of(Wc), n, m, d, <double*>data_of(dx), want_dx,
+                              <double*>data_of(dW), <double*>data_of(db), <double*>data_of(dgamma),
+                              <double*>data_of(dbeta), <double*>data_of(grads), work.ptr, nt,
                               get_num_threads())
     return (dx if want_dx else None), dW, db, dgamma, dbeta
 

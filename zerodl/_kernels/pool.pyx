@@ -20,6 +20,7 @@ import numpy as np
 from zerodl._kernels import _checks as chk
 from zerodl._kernels._buffers import empty as _empty
 from zerodl._kernels._conv_helpers cimport task_threads
+from zerodl._kernels._ndarray cimport data_of
 from zerodl._kernels._pool_helpers cimport (max_back_plane, max_plane, window_hi,
                                            window_inside, window_lo, zd_dcheck)
 # The reference's own argument checks, so that both backends fail alike.
@@ -157,10 +158,6 @@ cdef void _avg_run(const floating* src, floating* dst, Py_ssize_t planes, Py_ssi
                               backward)
 
 
-cdef inline void* _ptr(a):
-    return cnp.PyArray_DATA(<cnp.ndarray> a)
-
-
 # ---------------------------------------------------------------- kernels
 
 def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
@@ -171,9 +168,9 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
     x = np.ascontiguousarray(x)
     out = _empty((n, c, oh, ow), x.dtype)
     argmax = _empty((n, c, oh, ow), np.intp)
-    cdef void* xp = _ptr(x)
-    cdef void* op = _ptr(out)
-    cdef Py_ssize_t* ap = <Py_ssize_t*> _ptr(argmax)
+    cdef void* xp = data_of(x)
+    cdef void* op = data_of(out)
+    cdef Py_ssize_t* ap = <Py_ssize_t*> data_of(argmax)
     cdef bint f32 = x.dtype == np.float32
     cdef int nt
     if out.size:
@@ -197,9 +194,9 @@ def maxpool_backward(dout, argmax, input_shape, pool_h, pool_w, stride=2, pad=0)
     # In range now, so any integer dtype converts to intp exactly.
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
     dx = _empty((n, c, h, w), dout.dtype)
-    cdef void* dp = _ptr(dout)
-    cdef Py_ssize_t* ap = <Py_ssize_t*> _ptr(argmax)
-    cdef void* xp = _ptr(dx)
+    cdef void* dp = data_of(dout)
+    cdef Py_ssize_t* ap = <Py_ssize_t*> data_of(argmax)
+    cdef void* xp = data_of(dx)
     cdef bint f32 = dout.dtype == np.float32
     cdef int nt
     if dx.size:
@@ -219,8 +216,8 @@ cdef object _average(src, dst, Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w,
                      Py_ssize_t p, bint backward):
     """_avg_run from the contiguous array src into dst, the output the caller allocated
     (x into out, or with backward dout into dx); returns dst."""
-    cdef void* sp = _ptr(src)
-    cdef void* dp = _ptr(dst)
+    cdef void* sp = data_of(src)
+    cdef void* dp = data_of(dst)
     cdef bint f32 = src.dtype == np.float32
     cdef int nt
     if dst.size:
